@@ -1,0 +1,462 @@
+"""``AnnIndex``: Annoy's Python surface over Annoy-compatible ``.ann`` files, plus numpy additions.
+
+Switching from annoy is an import change: the methods keep annoy's names, argument order and
+return shapes. Differences are deliberate refusals where annoy silently misbehaves: a file whose
+size does not fit the metric and dimension, NaN/infinite vectors, wrong vector lengths, negative
+ids and queries before ``build``/``load`` each raise a typed :class:`~backbeat.ann.errors.AnnError`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from backbeat.ann.errors import AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
+from backbeat.ann.layout import DOT_LAYOUTS, METRICS, Layout, layout_for
+from backbeat.ann.nodes import NodeViews, find_roots
+
+QUERY_CHUNK = 64
+
+
+class AnnIndex:
+    """A forest of random-projection trees, read from and written to annoy's file format."""
+
+    def __init__(self, f: int, metric: str = "angular") -> None:
+        if not isinstance(f, int | np.integer) or f <= 0:
+            raise AnnVectorError(f"dimension f must be a positive integer, got {f!r}")
+        if metric not in METRICS:
+            raise AnnVectorError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        self.f = int(f)
+        self.metric = metric
+        self._layout = layout_for(metric, self.f)
+        self._seed: int | None = None
+        self._on_disk: Path | None = None
+        self._reset()
+
+    # ------------------------------------------------------------------------------- state
+    def _reset(self) -> None:
+        self._x: np.ndarray | None = None  # rows by id while adding
+        self._present: np.ndarray | None = None
+        self._n_added_max = 0
+        self._views: NodeViews | None = None
+        self._roots: list[int] = []
+        self._n_items = 0
+        self._mm: mmap.mmap | None = None
+        self._buf: Any = None
+        self._path: Path | None = None
+        self._fast: dict[str, Any] | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._views is not None
+
+    @property
+    def layout(self) -> Layout:
+        return self._layout
+
+    def _require_built(self, what: str) -> NodeViews:
+        if self._views is None:
+            raise AnnStateError(f"{what}: the index is not built or loaded yet (call build() or load())")
+        return self._views
+
+    # ------------------------------------------------------------------------------ vectors
+    def _as_vector(self, vector: Any, what: str) -> np.ndarray:
+        try:
+            v = np.asarray(vector, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise AnnVectorError(f"{what}: not a numeric vector ({exc})") from None
+        if v.ndim != 1 or v.shape[0] != self.f:
+            raise AnnVectorError(f"{what}: vector has wrong length (expected {self.f}, got {v.shape})")
+        if not np.isfinite(v).all():
+            bad = int(np.flatnonzero(~np.isfinite(v))[0])
+            raise AnnVectorError(f"{what}: vector holds NaN or infinite value at component {bad}")
+        return self._encode(v[None, :])[0]
+
+    def _encode(self, m: np.ndarray) -> np.ndarray:
+        """Rows as stored: float32, or packed uint64 words for hamming (annoy: bit i set if > 0.5)."""
+        if self.metric != "hamming":
+            return m.astype(np.float32)
+        words = self._layout.words
+        bits = np.zeros((m.shape[0], words * 64), np.uint64)
+        bits[:, : self.f] = m > 0.5
+        shifts = np.arange(64, dtype=np.uint64)
+        return (bits.reshape(m.shape[0], words, 64) << shifts).sum(axis=2, dtype=np.uint64)
+
+    def _check_id(self, i: Any, what: str, building: bool = False) -> int:
+        if not isinstance(i, int | np.integer) or isinstance(i, bool):
+            raise AnnIdError(f"{what}: item id must be an integer, got {i!r}")
+        i = int(i)
+        if i < 0:
+            raise AnnIdError(f"{what}: item id {i} is negative")
+        if i >= 2**31 - 1:
+            raise AnnIdError(f"{what}: item id {i} does not fit annoy's int32 ids")
+        if not building and i >= self._n_items:
+            raise AnnIdError(f"{what}: item id {i} is beyond the largest item id {self._n_items - 1}")
+        return i
+
+    # ------------------------------------------------------------------------------ adding
+    def _grow(self, n: int) -> None:
+        dtype = np.uint64 if self.metric == "hamming" else np.float32
+        width = self._layout.words
+        if self._x is None:
+            cap = max(n, 1024)
+            self._x = np.zeros((cap, width), dtype)
+            self._present = np.zeros(cap, bool)
+        elif n > self._x.shape[0]:
+            cap = max(n, int(self._x.shape[0] * 1.5))
+            x = np.zeros((cap, width), dtype)
+            x[: self._x.shape[0]] = self._x
+            p = np.zeros(cap, bool)
+            p[: self._present.shape[0]] = self._present
+            self._x, self._present = x, p
+
+    def _check_adding(self, what: str) -> None:
+        if self._views is not None:
+            raise AnnStateError(f"{what}: can't add items to a built or loaded index (unload() first)")
+
+    def add_item(self, i: int, vector: Sequence[float] | np.ndarray) -> None:
+        """Add (or replace) item ``i``. Ids need not be contiguous: gaps become holes."""
+        self._check_adding("add_item")
+        i = self._check_id(i, "add_item", building=True)
+        v = self._as_vector(vector, f"add_item({i})")
+        self._grow(i + 1)
+        self._x[i] = v
+        self._present[i] = True
+        self._n_added_max = max(self._n_added_max, i + 1)
+
+    def add_items(self, matrix: np.ndarray, ids: Sequence[int] | np.ndarray | None = None) -> None:
+        """Add many items at once: rows of ``matrix`` get ``ids`` (default: after the last id)."""
+        self._check_adding("add_items")
+        m = np.asarray(matrix, dtype=np.float64 if self.metric == "hamming" else np.float32)
+        if m.ndim != 2 or m.shape[1] != self.f:
+            raise AnnVectorError(f"add_items: matrix must have shape (n, {self.f}), got {m.shape}")
+        bad = ~np.isfinite(m).all(axis=1)
+        if bad.any():
+            raise AnnVectorError(f"add_items: row {int(np.flatnonzero(bad)[0])} holds NaN or infinite values")
+        if ids is None:
+            idx = np.arange(self._n_added_max, self._n_added_max + m.shape[0], dtype=np.int64)
+        else:
+            idx = np.asarray(ids, dtype=np.int64)
+            if idx.shape != (m.shape[0],):
+                got = idx.shape[0] if idx.ndim else 0
+                raise AnnVectorError(f"add_items: {got} ids for {m.shape[0]} rows")
+            if idx.size and idx.min() < 0:
+                raise AnnIdError(f"add_items: item id {int(idx.min())} is negative")
+        if not idx.size:
+            return
+        top = int(idx.max()) + 1
+        self._grow(top)
+        self._x[idx] = self._encode(m)
+        self._present[idx] = True
+        self._n_added_max = max(self._n_added_max, top)
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the tree building (same seed, same items, same trees)."""
+        self._seed = int(seed)
+
+    def verbose(self, v: bool) -> bool:
+        return True
+
+    def on_disk_build(self, fn: str | os.PathLike[str]) -> bool:
+        """Build straight into file ``fn`` (``save`` is then not needed), as annoy does."""
+        self._on_disk = Path(fn)
+        return True
+
+    # ------------------------------------------------------------------------------ building
+    def build(
+        self, n_trees: int, n_jobs: int = -1, progress: Callable[[int, int], None] | None = None
+    ) -> bool:
+        """Grow ``n_trees`` trees (``-1``: until the trees take as many nodes as the items)."""
+        from backbeat.ann.build import build_forest
+
+        if self._views is not None:
+            raise AnnStateError("build: the index is already built or loaded")
+        if not isinstance(n_trees, int | np.integer) or (n_trees < 1 and n_trees != -1):
+            raise AnnStateError(f"build: n_trees must be -1 or a positive integer, got {n_trees!r}")
+        n = self._n_added_max
+        dtype = np.uint64 if self.metric == "hamming" else np.float32
+        x = self._x[:n] if self._x is not None else np.zeros((0, self._layout.words), dtype)
+        present = self._present[:n] if self._present is not None else np.zeros(0, bool)
+        buf = build_forest(x, present, self._layout, int(n_trees), self._seed, progress)
+        self._x = self._present = None
+        if self._on_disk is not None:
+            _write_atomic(self._on_disk, buf)
+            self.load(self._on_disk)
+        else:
+            self._attach(buf, len(buf), None)
+        return True
+
+    def unbuild(self) -> bool:
+        raise AnnStateError("unbuild: not supported; add the items to a new AnnIndex instead")
+
+    # ------------------------------------------------------------------------------ files
+    def save(self, fn: str | os.PathLike[str], prefault: bool = False) -> bool:
+        """Write the index to ``fn`` (atomically) and serve it from there (mmap), like annoy."""
+        views = self._require_built("save")
+        path = Path(fn)
+        if self._path is not None and self._path.resolve() == path.resolve():
+            return True
+        data = np.frombuffer(self._buf, np.uint8, count=views.n_nodes * self._layout.size)
+        _write_atomic(path, data)
+        self.unload()
+        return self.load(path, prefault)
+
+    def load(self, fn: str | os.PathLike[str], prefault: bool = False, dot_layout: str | None = None) -> bool:
+        """Map file ``fn`` read-only (shared between processes). ``dot_layout`` forces ``v1``/``v2``
+        for the dot metric; by default it is detected (see ``backbeat.ann.layout``)."""
+        if self._views is not None:
+            self.unload()
+        path = Path(fn)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise AnnFormatError(f"{path}: can't open ({exc.strerror})") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                raise AnnFormatError(f"{path}: file is empty")
+            layout = self._pick_layout(path, size, fd, dot_layout)
+            flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if prefault else 0)
+            mm = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self._layout = layout
+        self._attach(mm, size, path)
+        self._mm = mm
+        return True
+
+    def _pick_layout(self, path: Path, size: int, fd: int, dot_layout: str | None) -> Layout:
+        if self.metric != "dot":
+            layout = self._layout
+            if size % layout.size:
+                raise AnnFormatError(
+                    f"{path}: size {size} bytes is not a multiple of the {layout.size}-byte node of metric "
+                    f"{self.metric!r} with f={self.f}; was it written with another metric or dimension?")
+            _check_structure(path, _read_tail(fd, size, layout), layout, size)
+            return layout
+        if dot_layout is not None and dot_layout not in DOT_LAYOUTS:
+            raise AnnFormatError(f"dot_layout must be one of {DOT_LAYOUTS}, got {dot_layout!r}")
+        names = [dot_layout] if dot_layout else list(DOT_LAYOUTS)
+        fits = [layout_for("dot", self.f, n) for n in names if size % layout_for("dot", self.f, n).size == 0]
+        if not fits:
+            sizes = ", ".join(f"{n}: {layout_for('dot', self.f, n).size}" for n in names)
+            raise AnnFormatError(
+                f"{path}: size {size} bytes fits no dot node layout with f={self.f} (node bytes {sizes}); "
+                "was it written with another metric or dimension?")
+        errors = []
+        for layout in fits:
+            try:
+                _check_structure(path, _read_tail(fd, size, layout), layout, size)
+                if layout.dot_layout == "v2" and len(fits) > 1:
+                    _check_v2_items(fd, layout, size)
+                return layout
+            except AnnFormatError as exc:
+                errors.append(str(exc))
+        raise AnnFormatError("; ".join(errors))
+
+    def _attach(self, buf: Any, size: int, path: Path | None) -> None:
+        n_nodes = size // self._layout.size
+        views = NodeViews(buf, self._layout, n_nodes)
+        roots, m = find_roots(views) if n_nodes else ([], 0)
+        self._views = views
+        self._buf = buf
+        self._roots = roots
+        self._n_items = max(m, 0)
+        self._path = path
+        self._fast = None
+
+    def unload(self) -> bool:
+        """Drop the index (unmap the file)."""
+        mm = self._mm
+        self._reset()
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # numpy views handed out still point into the map
+                pass
+        return True
+
+    # ------------------------------------------------------------------------------ queries
+    def get_n_items(self) -> int:
+        if self._views is None:
+            return self._n_added_max
+        return self._n_items
+
+    def get_n_trees(self) -> int:
+        return len(self._roots)
+
+    def get_item_vector(self, i: int) -> list[float]:
+        views = self._require_built("get_item_vector")
+        i = self._check_id(i, "get_item_vector")
+        return [float(x) for x in self._decode(views.v[i])]
+
+    def _decode(self, row: np.ndarray) -> np.ndarray:
+        if self.metric != "hamming":
+            return np.asarray(row, np.float32)
+        bits = (row[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
+        return bits.ravel()[: self.f].astype(np.float32)
+
+    def get_distance(self, i: int, j: int) -> float:
+        """Annoy's normalised distance between items ``i`` and ``j``."""
+        from backbeat.ann.search import distances, normalise
+
+        views = self._require_built("get_distance")
+        i = self._check_id(i, "get_distance")
+        j = self._check_id(j, "get_distance")
+        q = np.asarray(views.v[i])
+        q_norm = None
+        if self.metric == "angular" and views.norm[i] != 0:
+            q_norm = float(views.norm[i])
+        d = distances(views, q, np.array([j]), q_norm)
+        return float(normalise(self.metric, d)[0])
+
+    def get_nns_by_item(self, i: int, n: int, search_k: int = -1, include_distances: bool = False) -> Any:
+        """The ``n`` nearest items to item ``i``, exactly as annoy computes them."""
+        from backbeat.ann.search import exact_nns
+
+        views = self._require_built("get_nns_by_item")
+        i = self._check_id(i, "get_nns_by_item")
+        q = np.asarray(views.v[i])
+        ids, dist = exact_nns(views, self._roots, self._n_items, q, int(n), int(search_k))
+        return (ids, dist) if include_distances else ids
+
+    def get_nns_by_vector(
+        self, vector: Any, n: int, search_k: int = -1, include_distances: bool = False
+    ) -> Any:
+        """The ``n`` nearest items to ``vector``, exactly as annoy computes them."""
+        from backbeat.ann.search import exact_nns
+
+        views = self._require_built("get_nns_by_vector")
+        q = self._as_vector(vector, "get_nns_by_vector")
+        ids, dist = exact_nns(views, self._roots, self._n_items, q, int(n), int(search_k))
+        return (ids, dist) if include_distances else ids
+
+    def _fast_state(self) -> dict[str, Any]:
+        if self._fast is None:
+            views = self._views
+            nd = views.ndesc
+            n_items = self._n_items
+            item_nd = np.asarray(nd[:n_items]) if n_items else np.zeros(0, np.int32)
+            holes = bool((item_nd != 1).any()) or n_items <= views.K
+            tree = np.asarray(nd[n_items:])
+            leaves = tree[(tree >= 1) & (tree <= views.K)]
+            mean_leaf = float(leaves.mean()) if leaves.size else 1.0
+            self._fast = {"holes": holes, "mean_leaf": max(mean_leaf, 1.0),
+                          "roots": np.asarray(self._roots, dtype=np.int64)}
+        return self._fast
+
+    def query(self, matrix: Any, k: int, search_k: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Batched search: ``(ids, distances)``, each of shape ``(n_queries, k)``; rows with fewer than
+        ``k`` results are padded with id -1 and distance inf.
+
+        ``search_k`` is the number of candidate items to inspect per query, as in annoy (default
+        ``k * n_trees``); the trees are descended for all queries at once and candidates re-ranked
+        with BLAS, which is much faster than annoy's per-node loop for the same budget."""
+        from backbeat.ann.search import beam_query
+
+        views = self._require_built("query")
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.ndim == 1:
+            m = m[None, :]
+        if m.ndim != 2 or m.shape[1] != self.f:
+            raise AnnVectorError(f"query: matrix must have shape (n, {self.f}), got {np.shape(matrix)}")
+        if not np.isfinite(m).all():
+            row = int(np.flatnonzero(~np.isfinite(m).all(axis=1))[0])
+            raise AnnVectorError(f"query: row {row} holds NaN or infinite values")
+        k = int(k)
+        if k < 1:
+            raise AnnVectorError(f"query: k must be positive, got {k}")
+        qs = self._encode(m)
+        st = self._fast_state()
+        T = max(len(self._roots), 1)
+        budget = k * T if search_k == -1 else int(search_k)
+        n_leaves = max(T, int(np.ceil(budget / st["mean_leaf"])))
+        ids = np.empty((qs.shape[0], k), np.int64)
+        dist = np.empty((qs.shape[0], k), np.float32)
+        for c in range(0, qs.shape[0], QUERY_CHUNK):
+            part = qs[c:c + QUERY_CHUNK]
+            ids[c:c + QUERY_CHUNK], dist[c:c + QUERY_CHUNK] = beam_query(
+                views, st["roots"], self._n_items, part, k, n_leaves, st["holes"])
+        return ids, dist
+
+    def info(self) -> dict[str, Any]:
+        """What ``backbeat ann info`` shows."""
+        views = self._require_built("info")
+        return {
+            "path": str(self._path) if self._path else None,
+            "metric": self.metric,
+            "f": self.f,
+            "dot_layout": self._layout.dot_layout,
+            "node_bytes": self._layout.size,
+            "K": self._layout.K,
+            "n_nodes": views.n_nodes,
+            "n_items": self._n_items,
+            "n_trees": len(self._roots),
+            "bytes": views.n_nodes * self._layout.size,
+        }
+
+    def __enter__(self) -> AnnIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unload()
+
+
+def _read_tail(fd: int, size: int, layout: Layout) -> tuple[int, np.ndarray]:
+    """The node count and the ``n_descendants``/children of the last records (roots live there)."""
+    n_nodes = size // layout.size
+    want = min(n_nodes, 4096)
+    data = os.pread(fd, want * layout.size, (n_nodes - want) * layout.size)
+    return n_nodes, np.frombuffer(data, np.uint8).reshape(want, layout.size)
+
+
+def _check_structure(path: Path, tail: tuple[int, np.ndarray], layout: Layout, size: int) -> None:
+    """Refuse files whose roots are not annoy roots for this layout (wrong metric/dimension)."""
+    n_nodes, rec = tail
+    last = rec[-1]
+    m = int(last[:4].view("<i4")[0])
+    if m < 0 or m > n_nodes:
+        raise AnnFormatError(
+            f"{path}: last node (offset {size - layout.size}) claims {m} items but the file has only "
+            f"{n_nodes} nodes of {layout.size} bytes (metric {layout.metric!r}, f={layout.f}"
+            f"{', dot layout ' + layout.dot_layout if layout.dot_layout else ''}); "
+            "wrong metric or dimension?")
+    if m > layout.K:
+        c = layout.off_children
+        children = last[c:c + 8].view("<i4")
+        if (children < 0).any() or (children >= n_nodes).any():
+            raise AnnFormatError(
+                f"{path}: root at offset {size - layout.size} points to children {children.tolist()} outside "
+                f"the file's {n_nodes} nodes (metric {layout.metric!r}, f={layout.f}); "
+                "wrong metric or dimension?")
+
+
+def _check_v2_items(fd: int, layout: Layout, size: int) -> None:
+    """Dot layout v2 marks items built (flag byte 1) and stores the same max norm in each."""
+    n = min(size // layout.size, 64)
+    rec = np.frombuffer(os.pread(fd, n * layout.size, 0), np.uint8).reshape(n, layout.size)
+    items = rec[rec[:, :4].copy().view("<i4")[:, 0] == 1]
+    flags = items[:, layout.off_built]
+    norms = items[:, layout.off_norm:layout.off_norm + 4].copy().view("<f4")[:, 0]
+    pad = items[:, layout.off_built + 1:layout.off_built + 4]
+    if not items.size or (flags != 1).any() or (pad != 0).any() or len(set(norms.tolist())) != 1:
+        raise AnnFormatError("not dot layout v2 (items lack the built flag and shared norm)")
+
+
+def _write_atomic(path: Path, data: np.ndarray) -> None:
+    """Write to a temporary file beside ``path`` and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(memoryview(np.ascontiguousarray(data)))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,69 @@
+"""Event-delivery knobs, read from the environment like every other setting.
+
+BACKBEAT_GRACE_S              seconds after an hour's end before it may close (default 600)
+BACKBEAT_DEDUPE_LOOKBACK      K: previous closed hours whose ids skewed rows are checked against (24)
+BACKBEAT_SPARK_THRESHOLD      rows above which an hour is deduplicated by the PySpark job (5,000,000)
+BACKBEAT_WATERMARK            backlog (default, documents-backed) | monitoring | none; see watermark.py
+BACKBEAT_BQ_DATASET           BigQuery dataset of the hourly exports (default events)
+BACKBEAT_EXPORT               record (write the load request to exports/, default) | bigquery (jobs.insert)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from backbeat.errors import ConfigError
+
+DEAD_LETTER_TOPIC = "ingest-dead-letter"
+HOUR_CLOSED_TOPIC = "hour-closed"
+OPEN, CLOSING, CLOSED = "OPEN", "CLOSING", "CLOSED"
+
+
+def events_topic(event_type: str) -> str:
+    return f"events.{event_type}"
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    grace_s: float = 600.0
+    lookback_hours: int = 24
+    spark_threshold_rows: int = 5_000_000
+    watermark: str = "backlog"
+    bq_dataset: str = "events"
+    export: str = "record"
+    divert_search_hours: int = 72
+    dead_letter_topic: str = DEAD_LETTER_TOPIC
+    hour_closed_topic: str = HOUR_CLOSED_TOPIC
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DeliveryConfig:
+        env = os.environ if env is None else env
+
+        def num(name: str, default: float, cast: type = float) -> float:
+            raw = env.get(name)
+            if raw in (None, ""):
+                return default
+            try:
+                value = cast(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
+            if value < 0:
+                raise ConfigError(f"{name}={raw!r} must be >= 0")
+            return value
+
+        watermark = env.get("BACKBEAT_WATERMARK", "backlog") or "backlog"
+        if watermark not in ("backlog", "monitoring", "none"):
+            raise ConfigError(f"BACKBEAT_WATERMARK={watermark!r} is not one of backlog, monitoring, none")
+        export = env.get("BACKBEAT_EXPORT", "record") or "record"
+        if export not in ("record", "bigquery"):
+            raise ConfigError(f"BACKBEAT_EXPORT={export!r} is not one of record, bigquery")
+        return cls(
+            grace_s=num("BACKBEAT_GRACE_S", 600.0),
+            lookback_hours=int(num("BACKBEAT_DEDUPE_LOOKBACK", 24, int)),
+            spark_threshold_rows=int(num("BACKBEAT_SPARK_THRESHOLD", 5_000_000, int)),
+            watermark=watermark,
+            bq_dataset=env.get("BACKBEAT_BQ_DATASET") or "events",
+            export=export,
+        )

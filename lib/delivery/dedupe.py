@@ -1,0 +1,347 @@
+"""dedupe: a closed hour's manifest in, ``final/<type>/dt=<D>/hour=<HH>/`` out (Spotify's "Deduper").
+
+Reads exactly the files the immutable manifest lists. The winner of each ``event_id`` is the copy
+with the smallest ``(received_at, messageId, row)``; a skewed row (a late batch diverted into this
+hour) is also dropped when its id is already final in one of the previous K hours (their
+``_event_ids-*.zst`` sidecars). Output contract, shared with the PySpark path (spark_dedupe.py):
+
+* ``part-NNNNN.avro``: Avro, snappy, the registry schema (latest version present in the hour),
+  deterministic bytes (sync marker derived from the manifest hash) so a rerun rewrites identical files;
+* ``_event_ids-NNNNN.zst``: the part's ids, one per line (zstd) - for later hours' skewed rows;
+* ``_SUCCESS`` last: JSON with ``rows_in``, ``rows_out``, ``duplicates``, ``skewed``,
+  ``manifest_sha256`` and the part names. A rerun whose ``_SUCCESS`` already carries the manifest's
+  hash does nothing; a run killed midway left no ``_SUCCESS`` and is simply redone (every write is a
+  whole-object overwrite, stale parts are deleted before ``_SUCCESS``).
+
+Planning needs only each staging file's keys, which ingest stored in the Avro header metadata, so a
+file whose rows all win is copied block by block without decoding a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from backbeat.cloud.ports import NotFound, Platform
+from backbeat.delivery import hours as H
+from backbeat.delivery.config import CLOSED, DeliveryConfig
+from backbeat.delivery.envelope import parsed_plain, read_keys
+from backbeat.delivery.errors import DeliveryError, HourStateError, ManifestMismatch
+from backbeat.delivery.registry import EventSchema, Registry, default_registry
+
+SUCCESS_FORMAT = "backbeat.success/1"
+
+
+@dataclass
+class DedupeResult:
+    event_type: str
+    hour: str
+    rows_in: int
+    rows_out: int
+    duplicates: int
+    skewed: int
+    manifest_sha256: str
+    parts: list[str] = field(default_factory=list)
+    engine: str = "function"
+    schema_version: int = 0
+    duplicates_prior_hours: int = 0
+    dead_letter_events: int = 0
+    rerun_noop: bool = False
+
+    def success_record(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("rerun_noop")
+        d["format"] = SUCCESS_FORMAT
+        d["type"] = d.pop("event_type")
+        return d
+
+
+def load_manifest(platform: Platform, bucket: str, event_type: str, hour: str) -> tuple[dict[str, Any], str]:
+    try:
+        data = platform.blobs.get(bucket, H.manifest_name(event_type, hour))
+    except NotFound:
+        raise HourStateError(
+            f"{event_type} {hour}: no manifest {H.manifest_name(event_type, hour)}; the hour is not closed"
+        ) from None
+    try:
+        return json.loads(data), hashlib.sha256(data).hexdigest()
+    except ValueError as exc:
+        raise ManifestMismatch(f"{bucket}/{H.manifest_name(event_type, hour)} is not JSON: {exc}") from None
+
+
+def read_success(platform: Platform, bucket: str, event_type: str, hour: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(platform.blobs.get(bucket, H.success_name(event_type, hour)))
+    except NotFound:
+        return None
+
+
+def prior_ids(
+    platform: Platform, bucket: str, event_type: str, hour: str, first_hour: str, k: int
+) -> set[str]:
+    """Final ids of the closed hours in [max(hour-K, first_hour), hour-1] (skewed rows' candidates)."""
+    import zstandard
+
+    ids: set[str] = set()
+    start = max(H.hour_start(H.shift(hour, -k)), H.hour_start(first_hour))
+    cur = H.hour_key(start)
+    while cur < hour:
+        for info in platform.blobs.list(bucket, H.final_prefix(event_type, cur) + "_event_ids"):
+            raw = zstandard.ZstdDecompressor().decompress(
+                platform.blobs.get(bucket, info.name), max_output_size=1 << 31
+            )
+            if raw:
+                ids.update(raw.decode().split("\n"))
+        cur = H.shift(cur, 1)
+    return ids
+
+
+def sync_marker(sha: str, part: int) -> bytes:
+    return hashlib.sha256(f"{sha}:{part}".encode()).digest()[:16]
+
+
+def file_keys(data: bytes, name: str) -> tuple[list[str], list[int], str]:
+    """(event_ids, received_at micros, writer-schema canonical form) of one staging file."""
+    import fastavro
+    from fastavro.schema import to_parsing_canonical_form
+
+    try:
+        reader = fastavro.reader(io.BytesIO(data))
+        keys = read_keys(reader.metadata)
+        canonical = to_parsing_canonical_form(reader.writer_schema)
+        if keys is None:  # not written by ingest: decode the two key fields
+            ids, rec = [], []
+            for r in reader:
+                ids.append(r["event_id"])
+                v = r["received_at"]
+                rec.append(v if isinstance(v, int) else H.to_micros(v))
+            keys = (ids, rec)
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        raise DeliveryError(f"staging file {name} is not readable Avro: {exc}") from None
+    return keys[0], keys[1], canonical
+
+
+def output_schema(registry: Registry, event_type: str, canonicals: Iterable[str]) -> EventSchema:
+    """The newest registry version among the files' writer schemas."""
+    best: EventSchema | None = None
+    for c in set(canonicals):
+        s = registry.find_by_canonical(event_type, c)
+        if s is None:
+            raise DeliveryError(f"{event_type}: a staging file's schema matches no registry version")
+        if best is None or s.version > best.version:
+            best = s
+    return best or registry.latest(event_type)
+
+
+def write_part(
+    out: io.BytesIO | Any,
+    schema: EventSchema,
+    sha: str,
+    part: int,
+    sources: Iterable[tuple[bytes, str, list[bool] | None]],
+) -> None:
+    """Write one part: ``sources`` yields (file bytes, writer canonical, keep mask or None = keep all)."""
+    import fastavro
+
+    writer = fastavro.write.Writer(
+        out,
+        schema.parsed,
+        codec="snappy",
+        sync_marker=sync_marker(sha, part),
+        metadata={"backbeat.manifest_sha256": sha},
+    )
+    reader_schema = None
+    for data, canonical, keep in sources:
+        if keep is None and canonical == schema.canonical:
+            for block in fastavro.block_reader(io.BytesIO(data)):
+                writer.write_block(block)
+            continue
+        if reader_schema is None:
+            reader_schema = parsed_plain(schema)
+        rows = (
+            fastavro.reader(io.BytesIO(data), reader_schema=reader_schema)
+            if canonical != schema.canonical
+            else fastavro.reader(io.BytesIO(data))
+        )
+        for i, rec in enumerate(rows):
+            if keep is None or keep[i]:
+                writer.write(rec)
+    writer.flush()
+
+
+def plan(
+    manifest: dict[str, Any],
+    keys: list[tuple[list[str], list[int]]],
+    prior: set[str],
+) -> tuple[list[list[bool] | None], dict[str, int]]:
+    """Keep masks per manifest file (None = every row wins) and the counts."""
+    files = manifest["files"]
+    best: dict[str, tuple[int, str, int, int]] = {}
+    for fi, (ids, rec) in enumerate(keys):
+        mid = files[fi]["message_id"]
+        get = best.get
+        for ri, eid in enumerate(ids):
+            cand = (rec[ri], mid, fi, ri)
+            cur = get(eid)
+            if cur is None or cand < cur:
+                best[eid] = cand
+    dropped_prior = 0
+    if prior:
+        for eid in list(best):
+            fi = best[eid][2]
+            if files[fi]["skewed"] and eid in prior:
+                del best[eid]
+                dropped_prior += 1
+    masks: list[list[bool] | None] = []
+    winners_per_file = [0] * len(files)
+    for _, _, fi, _ in best.values():
+        winners_per_file[fi] += 1
+    partial = {fi for fi, (ids, _) in enumerate(keys) if winners_per_file[fi] != len(ids)}
+    detail: dict[int, list[bool]] = {fi: [False] * len(keys[fi][0]) for fi in partial}
+    for _, _, fi, ri in best.values():
+        if fi in detail:
+            detail[fi][ri] = True
+    for fi in range(len(files)):
+        masks.append(detail.get(fi))
+    skewed = sum(winners_per_file[fi] for fi in range(len(files)) if files[fi]["skewed"])
+    rows_in = sum(len(ids) for ids, _ in keys)
+    return masks, {
+        "rows_in": rows_in,
+        "rows_out": len(best),
+        "skewed": skewed,
+        "dropped_prior": dropped_prior,
+        "winner_ids": sorted(best),
+    }  # type: ignore[dict-item]
+
+
+def dedupe_hour(
+    platform: Platform,
+    bucket: str,
+    event_type: str,
+    hour: str,
+    *,
+    registry: Registry | None = None,
+    config: DeliveryConfig | None = None,
+    expected_sha: str | None = None,
+    force_engine: str | None = None,
+) -> DedupeResult:
+    """Deduplicate one closed hour (idempotent). ``force_engine``: ``function`` or ``spark``."""
+    registry = registry or default_registry()
+    config = config or DeliveryConfig()
+    manifest, sha = load_manifest(platform, bucket, event_type, hour)
+    if expected_sha and expected_sha != sha:
+        raise ManifestMismatch(
+            f"{event_type} {hour}: hour-closed names manifest {expected_sha[:12]}, "
+            f"the bucket holds {sha[:12]}"
+        )
+    doc = platform.documents.get(H.hour_doc(event_type, hour))
+    if doc is not None and doc.get("state") != CLOSED:
+        raise HourStateError(f"{event_type} {hour} is {doc.get('state')}, not CLOSED")
+    done = read_success(platform, bucket, event_type, hour)
+    if done and done.get("manifest_sha256") == sha:
+        fields = {k: done[k] for k in DedupeResult.__dataclass_fields__ if k in done and k != "event_type"}
+        return DedupeResult(event_type=event_type, **fields, rerun_noop=True)
+    if done:
+        raise ManifestMismatch(
+            f"{H.success_name(event_type, hour)} names manifest "
+            f"{str(done.get('manifest_sha256'))[:12]}, not {sha[:12]}"
+        )
+    engine = force_engine or ("spark" if manifest["rows"] > config.spark_threshold_rows else "function")
+    if engine == "spark":
+        from backbeat.delivery.spark_dedupe import dedupe_hour_spark
+
+        result = dedupe_hour_spark(platform, bucket, manifest, sha, registry=registry, config=config)
+    else:
+        result = _dedupe_in_function(platform, bucket, manifest, sha, registry, config)
+    _finish(platform, bucket, result)
+    return result
+
+
+def skewed_prior(platform: Platform, bucket: str, manifest: dict[str, Any], k: int) -> set[str]:
+    skewed_hours = [f["receive_hour"] for f in manifest["files"] if f["skewed"]]
+    if not skewed_hours or k <= 0:
+        return set()
+    return prior_ids(platform, bucket, manifest["type"], manifest["hour"], min(skewed_hours), k)
+
+
+def _dedupe_in_function(
+    platform: Platform,
+    bucket: str,
+    manifest: dict[str, Any],
+    sha: str,
+    registry: Registry,
+    config: DeliveryConfig,
+) -> DedupeResult:
+    import zstandard
+
+    event_type, hour = manifest["type"], manifest["hour"]
+    contents: list[bytes] = []
+    keys: list[tuple[list[str], list[int]]] = []
+    canonicals: list[str] = []
+    for f in manifest["files"]:
+        try:
+            data = platform.blobs.get(bucket, f["name"])
+        except NotFound:
+            raise DeliveryError(f"{event_type} {hour}: manifest file {f['name']} is missing") from None
+        ids, rec, canonical = file_keys(data, f["name"])
+        if len(ids) != f["rows"]:
+            raise DeliveryError(f"{f['name']}: {len(ids)} rows, the manifest says {f['rows']}")
+        contents.append(data)
+        keys.append((ids, rec))
+        canonicals.append(canonical)
+    schema = output_schema(registry, event_type, canonicals)
+    prior = skewed_prior(platform, bucket, manifest, config.lookback_hours)
+    masks, counts = plan(manifest, keys, prior)
+    out = io.BytesIO()
+    write_part(
+        out,
+        schema,
+        sha,
+        0,
+        (
+            (contents[i], canonicals[i], masks[i])
+            for i in range(len(contents))
+            if masks[i] is None or any(masks[i])
+        ),
+    )
+    part = H.part_name(event_type, hour, 0)
+    platform.blobs.put(bucket, part, out.getvalue(), content_type="avro/binary")
+    ids_blob = zstandard.ZstdCompressor(level=3).compress("\n".join(counts["winner_ids"]).encode())
+    platform.blobs.put(bucket, H.final_prefix(event_type, hour) + "_event_ids-00000.zst", ids_blob)
+    return DedupeResult(
+        event_type,
+        hour,
+        counts["rows_in"],
+        counts["rows_out"],
+        counts["rows_in"] - counts["rows_out"],
+        counts["skewed"],
+        sha,
+        [part],
+        "function",
+        schema.version,
+        counts["dropped_prior"],
+        manifest["dead_letters"]["events"],
+    )
+
+
+def _finish(platform: Platform, bucket: str, result: DedupeResult) -> None:
+    """Delete stale parts/sidecars of an earlier attempt, then write _SUCCESS (last)."""
+    prefix = H.final_prefix(result.event_type, result.hour)
+    keep = set(result.parts)
+    keep_ids = {p.replace("part-", "_event_ids-").replace(".avro", ".zst") for p in result.parts}
+    for info in list(platform.blobs.list(bucket, prefix)):
+        base = info.name[len(prefix) :]
+        if (base.startswith("part-") and info.name not in keep) or (
+            base.startswith("_event_ids") and info.name not in keep_ids
+        ):
+            platform.blobs.delete(bucket, info.name)
+    body = json.dumps(result.success_record(), sort_keys=True, indent=1).encode()
+    platform.blobs.put(
+        bucket, H.success_name(result.event_type, result.hour), body, content_type="application/json"
+    )

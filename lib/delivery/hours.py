@@ -1,0 +1,135 @@
+"""Hour keys and the names other tools rely on (bucket layout and document paths).
+
+An hour is identified by the UTC start of the hour of ``received_at`` (stamped once at the edge),
+written ``YYYY-MM-DDTHH``. Everything that builds a path goes through this module so the layout
+documented in docs/delivery.md has exactly one implementation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from backbeat.delivery.errors import DeliveryError
+
+HOUR = timedelta(hours=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FMT = "%Y-%m-%dT%H"
+
+
+def utc(dt: datetime) -> datetime:
+    """``dt`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO-8601 instant (``Z`` allowed; naive = UTC). Raises DeliveryError naming the text."""
+    try:
+        return utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+    except ValueError:
+        raise DeliveryError(f"not an ISO-8601 time: {text!r}") from None
+
+
+def floor_hour(dt: datetime) -> datetime:
+    return utc(dt).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_key(dt: datetime) -> str:
+    """``2026-01-01T10`` for any instant in that UTC hour."""
+    return floor_hour(dt).strftime(_FMT)
+
+
+def hour_start(key: str) -> datetime:
+    try:
+        return datetime.strptime(key, _FMT).replace(tzinfo=UTC)
+    except ValueError:
+        raise DeliveryError(f"not an hour key (YYYY-MM-DDTHH): {key!r}") from None
+
+
+def hour_end(key: str) -> datetime:
+    return hour_start(key) + HOUR
+
+
+def shift(key: str, hours: int) -> str:
+    return hour_key(hour_start(key) + hours * HOUR)
+
+
+def to_micros(dt: datetime) -> int:
+    delta = utc(dt) - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def hour_of_micros(us: int) -> str:
+    return hour_key(from_micros(us))
+
+
+# ------------------------------------------------------------------------------ bucket layout
+def staging_name(event_type: str, hour: str, message_id: str) -> str:
+    return f"staging/{event_type}/hour={hour}/{message_id}.avro"
+
+
+def manifest_name(event_type: str, hour: str) -> str:
+    return f"manifests/{event_type}/{hour}.json"
+
+
+def final_prefix(event_type: str, hour: str) -> str:
+    start = hour_start(hour)
+    return f"final/{event_type}/dt={start:%Y-%m-%d}/hour={start:%H}/"
+
+
+def part_name(event_type: str, hour: str, index: int) -> str:
+    return f"{final_prefix(event_type, hour)}part-{index:05d}.avro"
+
+
+def success_name(event_type: str, hour: str) -> str:
+    return final_prefix(event_type, hour) + "_SUCCESS"
+
+
+def ids_name(event_type: str, hour: str) -> str:
+    """Sidecar with the hour's final event ids (zstd, one per line): lets later hours dedupe skewed
+    rows without decoding the final Avro. Starts with ``_`` so Hive/Spark/globs on *.avro skip it."""
+    return final_prefix(event_type, hour) + "_event_ids.zst"
+
+
+def export_name(event_type: str, hour: str) -> str:
+    return f"exports/{event_type}/{hour}.json"
+
+
+# ---------------------------------------------------------------------------- document paths
+def hour_doc(event_type: str, hour: str) -> str:
+    return f"hours/{event_type}_{hour}"
+
+
+def file_doc(event_type: str, hour: str, message_id: str) -> str:
+    return f"{hour_doc(event_type, hour)}/files/{message_id}"
+
+
+def files_collection(event_type: str, hour: str) -> str:
+    return f"{hour_doc(event_type, hour)}/files"
+
+
+def diverted_doc(event_type: str, hour: str, message_id: str) -> str:
+    return f"{hour_doc(event_type, hour)}/diverted/{message_id}"
+
+
+def dead_letter_doc(event_type: str, hour: str, key: str) -> str:
+    return f"{hour_doc(event_type, hour)}/deadletters/{key}"
+
+
+def dead_letters_collection(event_type: str, hour: str) -> str:
+    return f"{hour_doc(event_type, hour)}/deadletters"
+
+
+def backlog_doc(batch_id: str) -> str:
+    return f"backlog/{batch_id}"
+
+
+def split_hour_doc_id(doc_id: str) -> tuple[str, str]:
+    """``page_view_2026-01-01T10`` -> (``page_view``, ``2026-01-01T10``)."""
+    event_type, _, hour = doc_id.rpartition("_")
+    if not event_type:
+        raise DeliveryError(f"not an hour document id: {doc_id!r}")
+    return event_type, hour
