@@ -11,6 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -350,7 +351,45 @@ class AnnIndex:
                           "roots": np.asarray(self._roots, dtype=np.int64)}
         return self._fast
 
-    def query(self, matrix: Any, k: int, search_k: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    def _compiled(self) -> dict[str, Any] | None:
+        """Arguments of the compiled kernel (None when numba is missing or for hamming)."""
+        if self.metric == "hamming":
+            return None
+        st = self._fast_state()
+        if "kernel" not in st:
+            try:
+                from backbeat.ann import _kernels
+            except ImportError:  # numba not installed: numpy path
+                st["kernel"] = None
+                return None
+            lay = self._layout
+            raw = np.frombuffer(self._buf, np.uint8, count=self._views.n_nodes * lay.size)
+            st["kernel"] = _kernels.search
+            st["args"] = (
+                raw.view("<i4"), raw.view("<f4"), lay.size // 4, lay.off_children // 4, lay.off_v // 4,
+                lay.off_a // 4 if lay.off_a is not None else -1,
+                lay.off_dot_factor // 4 if lay.off_dot_factor is not None else -1,
+                lay.dot_layout == "v1", lay.K, self._n_items, st["roots"],
+                {"angular": 0, "euclidean": 1, "manhattan": 2, "dot": 3}[self.metric], self.f,
+            )
+            st["seen"] = threading.local()
+        return st if st["kernel"] is not None else None
+
+    def _run_kernel(self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int,
+                    votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        local = st["seen"]
+        seen = getattr(local, "array", None)
+        if seen is None or local.epoch > 2**62:
+            seen = local.array = np.full(max(self._n_items, 1), -1, np.int64)
+            local.epoch = 0
+        ids = np.empty((qs.shape[0], k), np.int64)
+        dist = np.empty((qs.shape[0], k), np.float32)
+        st["kernel"](*st["args"], np.ascontiguousarray(qs, np.float32), k, search_k, st["holes"], seen,
+                     local.epoch, votes, ids, dist)
+        local.epoch += qs.shape[0]
+        return ids, dist
+
+    def query(self, matrix: Any, k: int, search_k: int = -1, votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Batched search: ``(ids, distances)``, each of shape ``(n_queries, k)``; rows with fewer than
         ``k`` results are padded with id -1 and distance inf.
 
@@ -375,6 +414,9 @@ class AnnIndex:
         st = self._fast_state()
         T = max(len(self._roots), 1)
         budget = k * T if search_k == -1 else int(search_k)
+        compiled = self._compiled()
+        if compiled is not None:
+            return self._run_kernel(compiled, qs, k, budget, votes)
         n_leaves = max(T, int(np.ceil(budget / st["mean_leaf"])))
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)

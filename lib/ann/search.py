@@ -28,10 +28,10 @@ def hamming_bit(words: np.ndarray, bit: int) -> bool:
 def distances(views: NodeViews, q: np.ndarray, ids: np.ndarray, q_norm: float | None = None) -> np.ndarray:
     """Annoy's internal (un-normalised) distance from query vector ``q`` to items ``ids``."""
     metric = views.layout.metric
-    x = np.take(views.v, ids, axis=0)
+    x = views.v[ids]
     if metric == "angular":
         pq = x @ q
-        pp = np.take(views.norm, ids)
+        pp = views.norm[ids]
         if not pp.all():  # files from annoy before the stored norm: compute it
             pp = np.where(pp != 0, pp, np.einsum("ij,ij->i", x, x))
         qq = np.float32(q @ q) if q_norm is None else np.float32(q_norm)
@@ -118,11 +118,11 @@ def _margins(views: NodeViews, qs: np.ndarray, rows: np.ndarray, nodes: np.ndarr
         bits = views.v[nodes, 0].astype(np.int64)
         words = qs[rows, bits // 64]
         return ((words >> (63 - bits % 64).astype(np.uint64)) & np.uint64(1)).astype(np.float32)
-    m = np.einsum("ij,ij->i", np.take(views.v, nodes, axis=0), qs[rows])
+    m = np.einsum("ij,ij->i", views.v[nodes], qs[rows])
     if views.a is not None:
-        m += np.take(views.a, nodes)
+        m += views.a[nodes]
     if views.layout.dot_layout == "v1":
-        df = np.take(views.dot_factor, nodes)
+        df = views.dot_factor[nodes]
         m += df * df
     return m
 

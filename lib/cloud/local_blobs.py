@@ -47,8 +47,11 @@ _CHUNK = 1 << 20
 class DirectoryBlobs:
     """Object storage in a directory tree (see the module docstring)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, durable: bool = True) -> None:
+        """``durable=False`` skips the fsyncs (writes stay atomic, only a power cut could lose the
+        latest ones): about 10x faster puts, for scratch folders and tests."""
         self.root = Path(root).resolve()
+        self.durable = durable
         self.root.mkdir(parents=True, exist_ok=True)
         self._tmp = self.root / ".bb-tmp"
         self._meta = self.root / ".bb-meta"
@@ -138,7 +141,8 @@ class DirectoryBlobs:
             with os.fdopen(fd, "wb") as f:
                 f.write(bytes(data))
                 f.flush()
-                os.fsync(f.fileno())
+                if self.durable:
+                    os.fsync(f.fileno())
             return self._commit(bucket, name, Path(tmp), if_generation_match, content_type, metadata)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -167,7 +171,8 @@ class DirectoryBlobs:
                 with src:
                     shutil.copyfileobj(src, out, _CHUNK)
                 out.flush()
-                os.fsync(out.fileno())
+                if self.durable:
+                    os.fsync(out.fileno())
             return self._commit(bucket, name, Path(tmp), if_generation_match, content_type, metadata)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -199,7 +204,8 @@ class DirectoryBlobs:
                 raise PreconditionFailed(f"gs://{bucket}/{name} already exists (create-only write)") from exc
             except IsADirectoryError as exc:
                 raise CloudError(f"gs://{bucket}/{name} is a 'folder' of other objects here") from exc
-            fsync_dir(target.parent)
+            if self.durable:
+                fsync_dir(target.parent)
             st = os.stat(target)
             side = self._meta_path(bucket, name)
             if metadata or content_type:
@@ -208,7 +214,7 @@ class DirectoryBlobs:
                     "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
                     "content_type": content_type,
                 }
-                atomic_write_bytes(side, json.dumps(record).encode())
+                atomic_write_bytes(side, json.dumps(record).encode(), durable=self.durable)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     side.unlink()
@@ -240,7 +246,8 @@ class DirectoryBlobs:
                 except OSError:
                     break
                 parent = parent.parent
-            fsync_dir(parent)
+            if self.durable:
+                fsync_dir(parent)
 
     # -------------------------------------------------------------------------------------- reads
     def get(self, bucket: str, name: str, *, generation: int | None = None) -> bytes:
@@ -289,6 +296,8 @@ class DirectoryBlobs:
     def _names(self, bucket: str, prefix: str) -> list[str]:
         base = self._bucket_dir(bucket)
         head, _, _ = prefix.rpartition("/")
+        if any(seg in (".", "..") for seg in head.split("/")) or prefix.startswith("/") or "\0" in prefix:
+            raise CloudError(f"invalid listing prefix {prefix!r} in bucket {bucket!r}")
         start = base.joinpath(*head.split("/")) if head else base
         if not start.is_dir():
             return []

@@ -179,11 +179,13 @@ class LocalBus:
             (topic, data, json.dumps(attrs), now),
         )
         seq = int(cur.lastrowid)
-        c.execute(
+        fanout = c.execute(
             "INSERT INTO deliveries(subscription, seq, next_at) "
             "SELECT name, ?, ? FROM subscriptions WHERE topic = ?",
             (seq, now, topic),
         )
+        if fanout.rowcount == 0:  # no subscription: Pub/Sub drops it, so keep nothing
+            c.execute("DELETE FROM messages WHERE seq = ?", (seq,))
         return seq
 
     def _after_publish(self) -> None:

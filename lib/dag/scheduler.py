@@ -233,6 +233,7 @@ class Scheduler:
         self.ready: list[tuple[int, int, Node]] = []
         self.timers: list[tuple[float, int, str, Node | None, int]] = []
         self._tseq = 0
+        self._fired = 0
         self.running = 0
         self.unfinished = 0
         self.finished = 0
@@ -394,9 +395,12 @@ class Scheduler:
                 if not any(kind != "renew" for _, _, kind, _, _ in self.timers):
                     self._stuck()
                     break
+            fired_before = self._fired
             delay = self._fire_timers()
+            if self.unfinished <= 0:
+                break
             if self.running == 0:
-                if delay is not None and delay > 0:
+                if self._fired == fired_before and delay is not None and delay > 0:
                     time.sleep(delay)  # every ready task is blocked on resources or waits on a timer
                 continue
             try:
@@ -420,6 +424,7 @@ class Scheduler:
             if when > now:
                 return when - now
             _, _, kind, node, token = heapq.heappop(timers)
+            self._fired += 1
             if kind == "renew":
                 if self.leases is not None and self.unfinished > 0:
                     self.leases.renew()

@@ -237,10 +237,23 @@ class _GCSBase(Target):
         blobs, bucket = self.blobs, self.bucket
 
         def names(prefix: str) -> Iterator[str]:
-            for info in blobs.list(bucket, prefix):
-                yield info.name
+            from backbeat.cloud.ports import NotFound
+
+            try:
+                for info in blobs.list(bucket, prefix):
+                    yield info.name
+            except NotFound:  # no bucket yet: nothing exists
+                return
 
         return names
+
+    def _stat(self, name: str) -> Any:
+        from backbeat.cloud.ports import NotFound
+
+        try:
+            return self.blobs.stat(self.bucket, name)
+        except NotFound:  # no bucket yet
+            return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
@@ -297,7 +310,7 @@ class GCSTarget(_GCSBase):
         super().__init__(path, name, blobs or client, format)
 
     def exists(self) -> bool:
-        return self.blobs.stat(self.bucket, self.name) is not None
+        return self._stat(self.name) is not None
 
     def open(self, mode: str = "r") -> Any:
         binary = _binary(mode, self.format)
@@ -398,11 +411,12 @@ class GCSFlagTarget(_GCSBase):
         return self.name
 
     def exists(self) -> bool:
-        return self.blobs.stat(self.bucket, self.name + self.flag) is not None
+        return self._stat(self.name + self.flag) is not None
 
     def parts(self) -> list[str]:
         """Object names of the folder's parts (the flag excluded)."""
-        return [i.name for i in self.blobs.list(self.bucket, self.name) if i.name != self.name + self.flag]
+        flag = self.name + self.flag
+        return [n for n in self._lister()(self.name) if n != flag]
 
     def read_flag(self) -> dict[str, Any]:
         from backbeat.cloud.ports import NotFound

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from backbeat.cloud.ports import NotFound, Platform
+from backbeat.delivery import faults
 from backbeat.delivery import hours as H
 from backbeat.delivery.config import CLOSED, DeliveryConfig
 from backbeat.delivery.envelope import parsed_plain, read_keys
@@ -341,6 +342,7 @@ def _finish(platform: Platform, bucket: str, result: DedupeResult) -> None:
             base.startswith("_event_ids") and info.name not in keep_ids
         ):
             platform.blobs.delete(bucket, info.name)
+    faults.point("dedupe.before_success", f"{result.event_type}/{result.hour}")
     body = json.dumps(result.success_record(), sort_keys=True, indent=1).encode()
     platform.blobs.put(
         bucket, H.success_name(result.event_type, result.hour), body, content_type="application/json"

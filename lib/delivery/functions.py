@@ -70,7 +70,10 @@ def message_from_event(event: Any) -> Message:
 
 def on_events(event: Any) -> dict[str, Any]:
     """ingest: one batch of events."""
+    from backbeat.delivery import faults
+
     r = delivery().ingest(message_from_event(event))
+    faults.point("ingest.before_ack", r.message_id)
     log.info("ingest %s %s -> %s %s rows=%d invalid=%d", r.event_type, r.message_id, r.status, r.hour,
              r.rows, r.invalid)
     return {"status": r.status, "hour": r.hour, "rows": r.rows, "invalid": r.invalid}

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backbeat.cloud.ports import Message, Platform, PreconditionFailed, Transaction
+from backbeat.delivery import faults
 from backbeat.delivery import hours as H
 from backbeat.delivery.config import CLOSED, CLOSING, OPEN, DeliveryConfig
 from backbeat.delivery.envelope import Batch, decode, staging_file
@@ -170,6 +171,7 @@ def settle(
                 )
             except PreconditionFailed:
                 pass  # a previous delivery wrote it; registration below decides what happens
+            faults.point("ingest.after_upload", message_id)
         status, where = platform.documents.transaction(
             _settle_txn(event_type, hour, message_id, receive_hour, rows, dead, batch_id, config)
         )
@@ -194,6 +196,7 @@ def ingest_message(
     registry = registry or default_registry()
     config = config or DeliveryConfig()
     attrs = dict(message.attributes)
+    faults.poison("ingest.poison", attrs.get("batch_id", ""))
     event_type = attrs.get("type", "")
     receive_hour = attrs.get("receive_hour", "")
     try:

@@ -67,9 +67,20 @@ class LogHeader:
 
     def pack(self) -> bytes:
         return _LOG_STRUCT.pack(
-            LOG_MAGIC, LOG_MAJOR, LOG_MINOR, self.file_identifier, self.num_puts, self.num_deletes,
-            self.data_end, self.max_key_len, self.max_value_len, self.delete_size, self.compression_type,
-            self.compression_block_size, self.put_size, self.max_entries_per_block,
+            LOG_MAGIC,
+            LOG_MAJOR,
+            LOG_MINOR,
+            self.file_identifier,
+            self.num_puts,
+            self.num_deletes,
+            self.data_end,
+            self.max_key_len,
+            self.max_value_len,
+            self.delete_size,
+            self.compression_type,
+            self.compression_block_size,
+            self.put_size,
+            self.max_entries_per_block,
         )
 
     @classmethod
@@ -79,7 +90,9 @@ class LogHeader:
             raise TruncatedFileError(path, 0, f"file is {len(data)} bytes, too short for a Sparkey log")
         (magic,) = struct.unpack_from("<I", data, 0)
         if magic != LOG_MAGIC:
-            raise CorruptFileError(path, 0, f"wrong magic number 0x{magic:08x}: not a Sparkey log (.spl) file")
+            raise CorruptFileError(
+                path, 0, f"wrong magic number 0x{magic:08x}: not a Sparkey log (.spl) file"
+            )
         if len(data) < LOG_HEADER_SIZE:
             raise TruncatedFileError(path, len(data), f"log header needs {LOG_HEADER_SIZE} bytes")
         values = _LOG_STRUCT.unpack_from(data, 0)
@@ -95,7 +108,9 @@ class LogHeader:
             raise CorruptFileError(path, 24, f"data_end {header.data_end} lies inside the header")
         if header.data_end > file_size:
             raise TruncatedFileError(
-                path, file_size, f"header says data ends at {header.data_end} but the file has {file_size} bytes"
+                path,
+                file_size,
+                f"header says data ends at {header.data_end} but the file has {file_size} bytes",
             )
         if header.num_puts > header.data_end or header.num_deletes > header.data_end:
             raise CorruptFileError(path, 16, "entry counts larger than the file")
@@ -125,7 +140,9 @@ class HashHeader:
         return self.address_size + self.hash_size
 
     def pack(self) -> bytes:
-        return _HASH_STRUCT.pack(HASH_MAGIC, HASH_MAJOR, HASH_MINOR, *(getattr(self, f.name) for f in fields(self)))
+        return _HASH_STRUCT.pack(
+            HASH_MAGIC, HASH_MAJOR, HASH_MINOR, *(getattr(self, f.name) for f in fields(self))
+        )
 
     @classmethod
     def unpack(cls, data: bytes | memoryview, path: object, file_size: int) -> HashHeader:
@@ -133,7 +150,9 @@ class HashHeader:
             raise TruncatedFileError(path, 0, f"file is {len(data)} bytes, too short for a Sparkey index")
         (magic,) = struct.unpack_from("<I", data, 0)
         if magic != HASH_MAGIC:
-            raise CorruptFileError(path, 0, f"wrong magic number 0x{magic:08x}: not a Sparkey index (.spi) file")
+            raise CorruptFileError(
+                path, 0, f"wrong magic number 0x{magic:08x}: not a Sparkey index (.spi) file"
+            )
         if len(data) < HASH_HEADER_SIZE:
             raise TruncatedFileError(path, len(data), f"index header needs {HASH_HEADER_SIZE} bytes")
         values = _HASH_STRUCT.unpack_from(data, 0)
@@ -153,18 +172,25 @@ class HashHeader:
             raise CorruptFileError(path, 52, "more entries than slots")
         need = HASH_HEADER_SIZE + header.hash_capacity * header.slot_size
         if file_size < need:
-            raise TruncatedFileError(path, file_size, f"index needs {need} bytes for {header.hash_capacity} slots")
+            raise TruncatedFileError(
+                path, file_size, f"index needs {need} bytes for {header.hash_capacity} slots"
+            )
         return header
 
     def check_log(self, index_path: object, log_path: object, log: LogHeader) -> None:
         """The C reader's consistency rules: same identifier, index not ahead of the log."""
         if self.file_identifier != log.file_identifier:
             raise FileMismatchError(
-                index_path, 12,
+                index_path,
+                12,
                 f"index belongs to another log: identifier {self.file_identifier:08x}, "
                 f"but {log_path} has {log.file_identifier:08x}",
             )
-        if self.data_end > log.data_end or self.max_key_len > log.max_key_len or self.max_value_len > log.max_value_len:
+        if (
+            self.data_end > log.data_end
+            or self.max_key_len > log.max_key_len
+            or self.max_value_len > log.max_value_len
+        ):
             raise CorruptFileError(index_path, 20, f"index header describes more data than {log_path} holds")
 
 
@@ -295,7 +321,31 @@ class SnappyCodec(Codec):
         return out.raw[: size.value]
 
     def decompressor(self, block_size: int) -> Callable[[bytes], bytes]:
-        return self._snappy.decompress
+        """A block decompressor that refuses blocks declaring more than ``block_size`` bytes
+        (before allocating anything). Uses pysnappy (Google's snappy, the fastest from Python)
+        when installed, else python-snappy."""
+        try:
+            import pysnappy
+
+            uncompress = pysnappy.uncompress
+        except ImportError:  # pragma: no cover - pysnappy is a declared dependency
+            uncompress = self._snappy.decompress
+
+        def run(data: bytes) -> bytes:
+            d0 = data[0]
+            if d0 >= 0x80:
+                d1 = data[1] if len(data) > 1 else 0x80
+                if d1 < 0x80:
+                    declared = (d0 & 0x7F) | (d1 << 7)
+                else:
+                    declared, _ = read_vlq(data, 0, min(len(data), 10), "snappy block")
+                if declared > block_size:
+                    raise ValueError(
+                        f"block declares {declared} bytes, more than the block size {block_size}"
+                    )
+            return uncompress(data)
+
+        return run
 
 
 _LIBSNAPPY: list[Any] = []
@@ -315,7 +365,10 @@ def _libsnappy() -> Any:
                 lib.snappy_max_compressed_length.restype = ctypes.c_size_t
                 lib.snappy_max_compressed_length.argtypes = [ctypes.c_size_t]
                 lib.snappy_compress.argtypes = [
-                    ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t),
+                    ctypes.c_char_p,
+                    ctypes.c_size_t,
+                    ctypes.c_char_p,
+                    ctypes.POINTER(ctypes.c_size_t),
                 ]
             except (OSError, AttributeError):
                 lib = None
@@ -338,8 +391,11 @@ class ZstdCodec(Codec):
     def decompressor(self, block_size: int) -> Callable[[bytes], bytes]:
         dctx = self._zstd.ZstdDecompressor()
         decompress = dctx.decompress
+        content_size = self._zstd.frame_content_size
 
         def run(data: bytes) -> bytes:
+            if content_size(data) > block_size:
+                raise ValueError(f"frame declares more than the block size {block_size}")
             return decompress(data, max_output_size=block_size)
 
         return run

@@ -35,7 +35,7 @@ from backbeat.kvstore.format import (
     read_vlq,
     vlq_size,
 )
-from backbeat.kvstore.log import LogFile
+from backbeat.kvstore.log import LogFile, Tracked
 
 METHODS = ("auto", "exact", "fast")
 
@@ -48,6 +48,7 @@ def build_index(
     *,
     method: str = "auto",
     progress: Any = None,
+    tracked: Tracked | None = None,
 ) -> HashHeader:
     """Write the index of ``log_path`` to ``index_path`` atomically (temp file + rename).
 
@@ -55,7 +56,8 @@ def build_index(
     the seed of an existing index of the same log (as Sparkey does) or draws a random one.
     ``method``: ``exact`` (byte-identical to the C library), ``fast`` (numpy; falls back to exact
     when the log has deletes or repeated keys), ``auto`` (= fast above 200,000 puts, else exact).
-    ``progress(done, total)`` is called now and then while reading the log.
+    ``progress(done, total)`` is called now and then while reading the log. ``tracked`` (from
+    :meth:`Writer.put_many`) supplies hashes and addresses so the log need not be read back.
     """
     if method not in METHODS:
         raise KvStoreError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
@@ -82,11 +84,28 @@ def build_index(
         )
         if method == "auto":
             method = "fast" if lh.num_puts > 200_000 else "exact"
+        entries = None
+        if (
+            tracked is not None
+            and tracked.seed == seed
+            and hsize == 4
+            and lh.num_deletes == 0
+            and len(tracked.hashes) == lh.num_puts
+        ):
+            import numpy as np
+
+            addrs = np.array(tracked.positions, dtype=np.uint64)
+            if tracked.numbers:
+                addrs = (addrs << np.uint64(bits)) | np.array(tracked.numbers, dtype=np.uint64)
+            entries = (None, np.array(tracked.hashes, dtype=np.uint64), addrs)
+        if entries is None:
+            entries = _key_hashes(log, header, progress)
         table = None
         if method == "fast" and lh.num_deletes == 0:
-            table = _fast_table(log, header, progress)
+            table = _fast_table(log, header, entries[1], entries[2])
         if table is None:
-            table = _exact_table(log, header, progress)
+            kinds = entries[0] if entries[0] is not None else [1] * lh.num_puts
+            table = _exact_table(log, header, kinds, list(entries[1]), list(entries[2]))
         _finish_stats(header, *table)
         _write_atomically(Path(index_path), header, *table)
         return header
@@ -164,11 +183,13 @@ def _key_hashes(log: LogFile, header: HashHeader, progress: Any) -> tuple[list[i
 
 
 # ---------------------------------------------------------------------------------- exact builder
-def _exact_table(log: LogFile, header: HashHeader, progress: Any) -> tuple[Any, Any]:
+def _exact_table(log: LogFile, header: HashHeader, kinds: Any, hashes: Any, addrs: Any) -> tuple[Any, Any]:
     """Replay the log through Sparkey's own insertion/deletion algorithm."""
     import numpy as np
 
-    kinds, hashes, addrs = _key_hashes(log, header, progress)
+    if not isinstance(hashes, list):
+        hashes = hashes.tolist()
+        addrs = addrs.tolist()
     cap = header.hash_capacity
     bits = header.entry_block_bits
     decompress = log.codec.decompressor(log.block_size)
@@ -260,14 +281,12 @@ def _exact_table(log: LogFile, header: HashHeader, progress: Any) -> tuple[Any, 
 
 
 # ---------------------------------------------------------------------------------- fast builder
-def _fast_table(log: LogFile, header: HashHeader, progress: Any) -> tuple[Any, Any] | None:
+def _fast_table(log: LogFile, header: HashHeader, hashes: Any, addrs: Any) -> tuple[Any, Any] | None:
     """Vectorised Robin Hood placement; None when the log needs the exact replay."""
     import numpy as np
 
-    kinds, hashes, addrs = _key_hashes(log, header, progress)
-    h = np.array(hashes, dtype=np.uint64)
-    a = np.array(addrs, dtype=np.uint64)
-    del kinds, hashes, addrs
+    h = np.asarray(hashes, dtype=np.uint64)
+    a = np.asarray(addrs, dtype=np.uint64)
     if not _keys_distinct(log, header, h, a):
         return None
     cap = header.hash_capacity

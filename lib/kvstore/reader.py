@@ -14,6 +14,8 @@ import os
 import struct
 import threading
 from collections.abc import Iterable, Iterator
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,9 @@ class Reader:
         self._hsize = h.hash_size
         self._bits = h.entry_block_bits
         self._mask = (1 << h.entry_block_bits) - 1
-        self._slot = struct.Struct("<" + {4: "I", 8: "Q"}[h.hash_size] + {4: "I", 8: "Q"}[h.address_size]).unpack_from
+        self._slot = struct.Struct(
+            "<" + {4: "I", 8: "Q"}[h.hash_size] + {4: "I", 8: "Q"}[h.address_size]
+        ).unpack_from
         self._lm = self._log.mm
         self._end = self._log.data_end
         self._compressed = self._log.compressed
@@ -64,7 +68,9 @@ class Reader:
         self._h32 = mmh3.hash
         self._h64 = mmh3.hash64
         if self.header.max_displacement >= self._cap:
-            raise CorruptFileError(self.index_path, 84, f"max displacement {self.header.max_displacement} >= capacity")
+            raise CorruptFileError(
+                self.index_path, 84, f"max displacement {self.header.max_displacement} >= capacity"
+            )
         self.get = self._make_get()  # type: ignore[method-assign]
 
     def _open_index(self) -> None:
@@ -88,28 +94,35 @@ class Reader:
         return self._make_get()(key)
 
     def _make_get(self) -> Any:
-        """Build the lookup as a closure over locals: the hot path is one hash, one unpack of
-        the 8 slots from the home slot, ``tuple.index`` for the hash, one unpack of the entry's
-        two length bytes and two slices. Anything unusual (long keys, hash collisions, keys
-        displaced 8 slots or more, multi-block entries) goes to the general Sparkey probe."""
+        """Build the lookup as a closure over locals (no attribute lookups on the hot path).
+
+        Every key sits within ``max_displacement`` slots of its home slot (the header records
+        the largest displacement), so instead of stepping slot by slot in Python the lookup asks
+        ``mmap.find`` for the key's hash bytes in that window and checks slot alignment. A match
+        is then confirmed against the key stored in the log, so a damaged index can make a key
+        look absent but never return another key's value. Unusual cases (window wrapping past
+        the end of the table, long keys, multi-byte lengths) use the general Sparkey probe."""
         import mmh3
 
         h = self.header
-        width = 8
-        fmt = {4: "I", 8: "Q"}
-        window = struct.Struct("<" + (fmt[h.hash_size] + fmt[h.address_size]) * width).unpack_from
-        span = width * h.slot_size
-        limit = HASH_HEADER_SIZE + h.hash_capacity * h.slot_size
-        covers = h.max_displacement < width
+        ss = h.slot_size
+        hsize = h.hash_size
+        base = HASH_HEADER_SIZE
+        window = (h.max_displacement + 1) * ss
+        limit = base + h.hash_capacity * ss
         im, lm, cap, seed, end = self._im, self._lm, self._cap, self._seed, self._end
+        find = im.find
+        addr_at = struct.Struct("<" + {4: "I", 8: "Q"}[h.address_size]).unpack_from
         slow = self._probe
         pair = struct.Struct("<BB").unpack_from
         h32 = mmh3.hash
         h64 = mmh3.hash64
-        hsize = h.hash_size
         compressed = self._compressed
-        value_compressed = self._value_compressed
+        value_compressed = self._value_compressed = self._make_value_compressed()
+        value_slow = self._value_slow
         mask64 = 0xFFFFFFFFFFFFFFFF
+        first = LOG_HEADER_SIZE
+        end1 = end - 1
 
         def get(key: bytes | str) -> bytes | None:
             if key.__class__ is not bytes:
@@ -118,31 +131,37 @@ class Reader:
                 hv = h32(key, seed, False)
             else:
                 hv = h64(key, seed, True, False)[0] & mask64
-            off = HASH_HEADER_SIZE + (hv % cap) * (span // width)
-            if off + span > limit:
+            start = base + (hv % cap) * ss
+            stop = start + window
+            if stop > limit:
                 return slow(key, hv)
-            t = window(im, off)
-            try:
-                i = t.index(hv)
-            except ValueError:
-                return None if covers else slow(key, hv)
-            if i & 1:
-                return slow(key, hv)
-            addr = t[i + 1]
-            if compressed:
-                if addr:
-                    value = value_compressed(addr, key)
+            hb = hv.to_bytes(hsize, "little")
+            p = find(hb, start, stop)
+            while p >= 0:
+                if not (p - base) % ss:
+                    (addr,) = addr_at(im, p + hsize)
+                    if compressed:
+                        value = value_compressed(addr, key) if addr else None
+                    elif first <= addr < end1:
+                        kl = len(key)
+                        a, b = pair(lm, addr)
+                        if a == kl + 1 and b < 128:
+                            s = addr + 1 + a
+                            if lm[addr + 2 : s] == key and s + b <= end:
+                                return lm[s : s + b]
+                            value = None
+                        else:
+                            value = value_slow(addr, key)
+                    elif addr:
+                        raise CorruptFileError(
+                            self.index_path, p, f"slot points to {addr}, outside {self.log_path}"
+                        )
+                    else:
+                        value = None
                     if value is not None:
                         return value
-                return slow(key, hv)
-            kl = len(key)
-            if LOG_HEADER_SIZE <= addr < end - 1 and kl < 127:
-                a, b = pair(lm, addr)
-                if a == kl + 1 and b < 128:
-                    s = addr + 1 + a
-                    if lm[addr + 2 : s] == key and s + b <= end:
-                        return lm[s : s + b]
-            return slow(key, hv)
+                p = find(hb, p + 1, stop)
+            return None
 
         return get
 
@@ -193,7 +212,9 @@ class Reader:
         local = self._thread_local()
         kind, key2, value = self._log.entry_at(addr, self._bits, local.decompress)
         if kind != 1:
-            raise CorruptFileError(self.index_path, None, f"index points at a delete entry ({self.log_path} @ {addr})")
+            raise CorruptFileError(
+                self.index_path, None, f"index points at a delete entry ({self.log_path} @ {addr})"
+            )
         return value if key2 == key else None
 
     def _thread_local(self) -> _Local:
@@ -202,102 +223,163 @@ class Reader:
             local = self._local.v = _Local(self._log)
         return local
 
-    def _block(self, pos: int) -> tuple[bytes, int]:
-        local = self._local.__dict__.get("v") or self._thread_local()
-        cache = local.cache
-        hit = cache.get(pos)
-        if hit is None:
-            hit = self._log.read_block(pos, local.decompress)
-            if len(cache) >= _BLOCK_CACHE:
-                del cache[next(iter(cache))]
-            cache[pos] = hit
-        return hit
+    def _make_value_compressed(self) -> Any:
+        """The compressed-entry fetch as a closure: per-thread decompression context and block
+        cache, then a walk over the (never spanning) entries that precede ours in the block."""
+        tl = self._local
+        log = self._log
+        read_block = log.read_block
+        bits = self._bits
+        mask = self._mask
+        value_slow = self._value_slow
+        new_local = self._thread_local
 
-    def _value_compressed(self, addr: int, key: bytes) -> bytes | None:
-        block, nxt = self._block(addr >> self._bits)
-        n = addr & self._mask
-        p = 0
-        blen = len(block)
-        while n:  # skip the entries before ours (none of them spans a block)
-            if p + 1 >= blen:
-                return self._value_slow(addr, key)
-            a = block[p]
-            b = block[p + 1]
-            if a < 128 and b < 128:
-                p += 1 + a + b if a else 2 + b
-            else:
-                return self._value_slow(addr, key)
-            n -= 1
-        if p + 1 < blen:
-            a = block[p]
-            b = block[p + 1]
-            if 1 < a < 128 and b < 128 and p + 1 + a + b <= blen:
-                kend = p + 1 + a
-                if a - 1 != len(key) or block[p + 2 : kend] != key:
-                    return None
-                return block[kend : kend + b]
-        return self._value_slow(addr, key)
+        def value_compressed(addr: int, key: bytes) -> bytes | None:
+            try:
+                local = tl.v
+            except AttributeError:
+                local = new_local()
+            cache = local.cache
+            pos = addr >> bits
+            hit = cache.get(pos)
+            if hit is None:
+                hit = read_block(pos, local.decompress)
+                if len(cache) >= _BLOCK_CACHE:
+                    del cache[next(iter(cache))]
+                cache[pos] = hit
+            block = hit[0]
+            n = addr & mask
+            p = 0
+            blen = len(block) - 1
+            while n:  # skip the entries before ours (none of them spans a block)
+                if p >= blen:
+                    return value_slow(addr, key)
+                a = block[p]
+                b = block[p + 1]
+                if a < 128 and b < 128:
+                    p += 1 + a + b if a else 2 + b
+                else:
+                    return value_slow(addr, key)
+                n -= 1
+            if p < blen:
+                a = block[p]
+                b = block[p + 1]
+                if 1 < a < 128 and b < 128 and p + 1 + a + b <= blen + 1:
+                    kend = p + 1 + a
+                    if a - 1 != len(key) or block[p + 2 : kend] != key:
+                        return None
+                    return block[kend : kend + b]
+            return value_slow(addr, key)
+
+        return value_compressed
 
     def get_many(self, keys: Iterable[bytes | str]) -> list[bytes | None]:
         """Values of many keys at once (None where missing), in the order given.
 
-        The hashes are computed in one pass, every probe sequence advances together as numpy
-        arrays, and the values are sliced out in one pass; collisions and unusual entries fall
-        back to :meth:`get`."""
+        Hashes are computed in one ``map``; all probe sequences advance together as numpy arrays;
+        without compression the entry headers and keys are checked with numpy too, leaving one
+        slice per found value in Python. Compressed stores are read in address order so each
+        block is decompressed once. Anything unusual falls back to :meth:`get`."""
         import numpy as np
 
-        keys = [k if k.__class__ is bytes else as_bytes(k) for k in keys]
-        if not keys:
+        if self._closed:
+            raise StoreClosedError(f"reader of {self.index_path} is closed")
+        keys = keys if isinstance(keys, list) else list(keys)
+        if set(map(type, keys)) != {bytes}:
+            keys = [k if k.__class__ is bytes else as_bytes(k) for k in keys]
+        n = len(keys)
+        if not n:
             return []
         seed = self._seed
         if self._hsize == 4:
-            h32 = self._h32
-            hashes = np.fromiter((h32(k, seed, False) for k in keys), dtype=np.uint64, count=len(keys))
+            hashes = np.array(list(map(self._h32, keys, repeat(seed), repeat(False))), dtype=np.uint64)
         else:
-            h64 = self._h64
-            hashes = np.fromiter((h64(k, seed, True, False)[0] & 0xFFFFFFFFFFFFFFFF for k in keys), dtype=np.uint64, count=len(keys))
+            pairs = map(self._h64, keys, repeat(seed), repeat(True), repeat(False))
+            hashes = np.array([p[0] & 0xFFFFFFFFFFFFFFFF for p in pairs], dtype=np.uint64)
         table = self._table()
+        th_all = table["h"]
+        ta_all = table["a"]
         cap = self._cap
         ucap = np.uint64(cap)
         slot = (hashes % ucap).astype(np.int64)
-        found = np.zeros(len(keys), dtype=np.uint64)  # address of the candidate, 0 = none
-        active = np.arange(len(keys))
+        found = np.zeros(n, dtype=np.int64)  # address of the first candidate, 0 = none
+        active = np.arange(n)
         d = 0
         while len(active):
             s = slot[active]
-            th = table["h"][s].astype(np.uint64)
-            ta = table["a"][s].astype(np.uint64)
+            th = th_all[s].astype(np.uint64)
+            ta = ta_all[s].astype(np.int64)
             hit = (ta != 0) & (th == hashes[active])
             found[active[hit]] = ta[hit]
             other = (s - (th % ucap).astype(np.int64)) % cap
-            keep = (~hit) & (ta != 0) & (other >= d)
-            active = active[keep]
-            slot[active] = slot[active] + 1
-            slot[slot == cap] = 0
+            active = active[(~hit) & (ta != 0) & (other >= d)]
+            slot[active] += 1
+            slot[active[slot[active] == cap]] = 0
             d += 1
-        out: list[bytes | None] = [None] * len(keys)
-        addrs = found.tolist()
+        out: list[bytes | None] = [None] * n
         get = self.get
+        idx = np.nonzero(found)[0]
         if self._compressed:
-            for i, addr in enumerate(addrs):
-                if addr:
-                    out[i] = get(keys[i])
+            value_compressed = self._value_compressed
+            for i in idx[np.argsort(found[idx], kind="stable")].tolist():
+                key = keys[i]
+                value = value_compressed(int(found[i]), key)
+                out[i] = value if value is not None else get(key)
             return out
-        lm = self._lm
         end = self._end
-        for i, addr in enumerate(addrs):
-            if addr:
-                if LOG_HEADER_SIZE <= addr < end - 1:
-                    a = lm[addr]
-                    b = lm[addr + 1]
-                    if 1 < a < 128 and b < 128 and addr + 1 + a + b <= end:
-                        kend = addr + 1 + a
-                        k = keys[i]
-                        if a - 1 == len(k) and lm[addr + 2 : kend] == k:
-                            out[i] = lm[kend : kend + b]
-                            continue
-                out[i] = get(keys[i])
+        ad = found[idx]
+        inside = (ad >= LOG_HEADER_SIZE) & (ad < end - 1)
+        good_idx = idx[inside]
+        ad = ad[inside]
+        log = self._np_log()
+        a = log[ad].astype(np.int64)
+        b = log[ad + 1].astype(np.int64)
+        lens = np.fromiter(map(len, keys), dtype=np.int64, count=n)[good_idx]
+        start = ad + 1 + a
+        stop = start + b
+        ok = (a == lens + 1) & (a > 1) & (a < 128) & (b < 128) & (stop <= end)
+        ok_idx = good_idx[ok]
+        out_arr = np.empty(n, dtype=object)
+        rest: list[int] = []
+        if len(ok_idx):
+            picked = ok_idx.tolist()
+            chosen = (
+                keys
+                if len(picked) == n
+                else list(itemgetter(*picked)(keys))
+                if len(picked) > 1
+                else [keys[picked[0]]]
+            )
+            width = int(lens[ok].max())
+            if width == int(lens[ok].min()):  # one key length: compare every key in one go
+                stored = log[(ad[ok] + 2)[:, None] + np.arange(width)]
+                wanted = np.frombuffer(b"".join(chosen), dtype=np.uint8).reshape(-1, width)
+                same = (stored == wanted).all(axis=1)
+            else:
+                lm = self._lm
+                slices = map(slice, (ad[ok] + 2).tolist(), start[ok].tolist())
+                same = np.fromiter(
+                    map(bytes.__eq__, map(lm.__getitem__, slices), chosen), dtype=bool, count=len(chosen)
+                )
+            lm = self._lm
+            values = list(map(lm.__getitem__, map(slice, start[ok][same].tolist(), stop[ok][same].tolist())))
+            targets = ok_idx[same]
+            if len(targets) == n:
+                return values
+            out_arr[targets] = values
+            rest = ok_idx[~same].tolist()
+        out: list[bytes | None] = out_arr.tolist()
+        for i in rest + good_idx[~ok].tolist() + idx[~inside].tolist():
+            out[i] = get(keys[i])
         return out
+
+    def _np_log(self) -> Any:
+        arr = self.__dict__.get("_np_log_view")
+        if arr is None:
+            import numpy as np
+
+            arr = self._np_log_view = np.frombuffer(self._lm, dtype=np.uint8, count=self._end)
+        return arr
 
     def _table(self) -> Any:
         table = self.__dict__.get("_np_table")
@@ -344,6 +426,7 @@ class Reader:
             return
         self._closed = True
         self.__dict__.pop("_np_table", None)
+        self.__dict__.pop("_np_log_view", None)
         for m in (self._im, self._lm):
             try:
                 m.close()
@@ -365,7 +448,11 @@ class Reader:
 
 
 def _log_path_for(index_path: Path) -> Path:
-    return index_path.with_suffix(".spl") if index_path.suffix == ".spi" else index_path.with_name(index_path.name + ".spl")
+    return (
+        index_path.with_suffix(".spl")
+        if index_path.suffix == ".spi"
+        else index_path.with_name(index_path.name + ".spl")
+    )
 
 
 __all__ = ["Reader", "BlockCursor", "default_index_path"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -40,11 +41,20 @@ def write_store(
     os.close(fd)
     tmp_index = index_path.parent / f".{index_path.name}.{os.getpid()}.tmp"
     try:
-        with Writer(tmp_log, compression=compression, block_size=block_size, file_identifier=file_identifier) as w:
-            put = w.put
-            for key, value in items:
-                put(key, value)
-        header = build_index(tmp_log, tmp_index, hash_size=hash_size, seed=seed, method=method, progress=progress)
+        seed = secrets.randbits(32) if seed is None else seed & 0xFFFFFFFF
+        with Writer(
+            tmp_log, compression=compression, block_size=block_size, file_identifier=file_identifier
+        ) as w:
+            tracked = w.put_many(items, hash32_seed=seed if hash_size in (0, 4) else None)
+        header = build_index(
+            tmp_log,
+            tmp_index,
+            hash_size=hash_size,
+            seed=seed,
+            method=method,
+            progress=progress,
+            tracked=tracked,
+        )
         os.chmod(tmp_log, 0o644)
         os.replace(tmp_log, log_path)
         os.replace(tmp_index, index_path)

@@ -38,18 +38,20 @@ def _parse_ports(ports: list[str]) -> dict[str, int]:
 
 
 def _print_state(state: Any, title: str) -> None:
-    from backbeat.stack.runner import piece_healthy
+    from backbeat.stack.runner import piece_healthy, stack_dir
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    console.width = max(console.width, 120)  # piped output: keep one row per piece
     table = Table(title=title)
-    for col in ("piece", "pid", "port", "url", "healthy", "log"):
-        table.add_column(col)
+    for col in ("piece", "pid", "port", "url", "healthy"):
+        table.add_column(col, no_wrap=True)
     for p in state.pieces:
         ok = piece_healthy(p)
-        table.add_row(p.name, str(p.pid), str(p.port), p.url, "[green]yes[/]" if ok else "[red]no[/]", p.log)
-    console = Console()
+        table.add_row(p.name, str(p.pid), str(p.port), p.url, "[green]yes[/]" if ok else "[red]no[/]")
     console.print(table)
+    console.print(f"logs: {stack_dir(Path(state.data_dir)) / 'logs'}")
     if state.event_types:
         console.print(f"event types: {', '.join(state.event_types)}")
     else:
@@ -123,7 +125,7 @@ def register(app: typer.Typer) -> None:
             if code == 1:
                 raise StackError(stack.state.error or "the stack failed to start")
             typer.echo("stack stopped")
-            raise typer.Exit(0 if code in (0, 130) else code)
+            raise SystemExit(0 if code in (0, 130) else code)
 
         sup_log = logs / "supervisor.log"
         argv = [
@@ -198,13 +200,13 @@ def register(app: typer.Typer) -> None:
         state = read_state(_data_dir(data_dir))
         if state is None:
             typer.echo("no stack is running here (backbeat up starts one)")
-            raise typer.Exit(3)
+            raise SystemExit(3)  # typer.Exit codes are lost under standalone_mode=False
         sup = "running" if pid_alive(state.supervisor_pid) else "NOT running"
         _print_state(state, f"backbeat stack: {state.status}, supervisor pid {state.supervisor_pid} {sup}")
         if state.error:
             typer.echo(f"error: {state.error}")
         if state.status != "ready" or not all(piece_healthy(p) for p in state.pieces):
-            raise typer.Exit(1)
+            raise SystemExit(1)
 
     @app.command()
     def package(
@@ -215,7 +217,6 @@ def register(app: typer.Typer) -> None:
         """Build one deterministic deployable zip per function: main.py, requirements.txt, backbeat/."""
         from backbeat.stack.manifest import ManifestError, load_manifest
         from backbeat.stack.packaging import build_zip
-        from rich.console import Console
         from rich.progress import Progress
 
         m = load_manifest(manifest)
@@ -232,6 +233,5 @@ def register(app: typer.Typer) -> None:
             for name in names:
                 results.append(build_zip(m, name, out))
                 progress.advance(task)
-        console = Console()
         for r in results:
-            console.print(f"{r.path}  {r.size} bytes  sha256 {r.sha256}")
+            typer.echo(f"{r.path}  {r.size} bytes  {r.entries} files  sha256 {r.sha256}")

@@ -35,7 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,22 @@ def _launch(
         time.sleep(0.2)
 
 
+def _on_port(start: Callable[[int], EmulatorProcess], port: int | None) -> EmulatorProcess:
+    """Run ``start`` on ``port``; when we chose the port ourselves and another process took it in
+    the meantime (the log says so), try again on a new free port."""
+    if port:
+        return start(port)
+    for attempt in range(3):
+        try:
+            return start(free_port())
+        except EmulatorError as exc:
+            text = str(exc).lower()
+            clash = "address already in use" in text or "bindexception" in text
+            if attempt == 2 or not clash:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 # ------------------------------------------------------------------------------------- emulators
 def start_pubsub(
     project: str,
@@ -272,15 +288,18 @@ def start_pubsub(
 ) -> EmulatorProcess:
     """The Pub/Sub emulator on ``127.0.0.1:port`` (a free port if None), with its own data dir."""
     gcloud = _gcloud()
-    port = port or free_port()
     logs = _log_dir(log_dir)
-    data_dir = Path(tempfile.mkdtemp(prefix=f"pubsub-{port}-", dir=logs))
-    argv = [
-        gcloud, "beta", "emulators", "pubsub", "start",
-        f"--host-port={HOST}:{port}", f"--project={project}", f"--data-dir={data_dir}", "--quiet",
-    ]  # fmt: skip
-    return _launch("pubsub", argv, port, {"PUBSUB_EMULATOR_HOST": f"{HOST}:{port}"}, "/", logs,
-                   timeout_s=timeout_s)  # fmt: skip
+
+    def start(port: int) -> EmulatorProcess:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"pubsub-{port}-", dir=logs))
+        argv = [
+            gcloud, "beta", "emulators", "pubsub", "start",
+            f"--host-port={HOST}:{port}", f"--project={project}", f"--data-dir={data_dir}", "--quiet",
+        ]  # fmt: skip
+        return _launch("pubsub", argv, port, {"PUBSUB_EMULATOR_HOST": f"{HOST}:{port}"}, "/", logs,
+                       timeout_s=timeout_s)  # fmt: skip
+
+    return _on_port(start, port)
 
 
 def start_firestore(
@@ -292,13 +311,16 @@ def start_firestore(
 ) -> EmulatorProcess:
     """The Firestore emulator (Native mode) on ``127.0.0.1:port`` (a free port if None)."""
     gcloud = _gcloud()
-    port = port or free_port()
-    argv = [
-        gcloud, "emulators", "firestore", "start",
-        f"--host-port={HOST}:{port}", f"--project={project}", "--quiet",
-    ]  # fmt: skip
-    return _launch("firestore", argv, port, {"FIRESTORE_EMULATOR_HOST": f"{HOST}:{port}"}, "/", log_dir,
-                   timeout_s=timeout_s)  # fmt: skip
+
+    def start(port: int) -> EmulatorProcess:
+        argv = [
+            gcloud, "emulators", "firestore", "start",
+            f"--host-port={HOST}:{port}", f"--project={project}", "--quiet",
+        ]  # fmt: skip
+        return _launch("firestore", argv, port, {"FIRESTORE_EMULATOR_HOST": f"{HOST}:{port}"}, "/", log_dir,
+                       timeout_s=timeout_s)  # fmt: skip
+
+    return _on_port(start, port)
 
 
 def fake_gcs_binary() -> Path:
@@ -345,30 +367,34 @@ def start_fake_gcs(
     ``PUBSUB_EMULATOR_HOST``. The topic should exist before objects are written.
     """
     binary = fake_gcs_binary()
-    port = port or free_port()
-    argv = [str(binary), "-scheme", "http", "-host", HOST, "-port", str(port), "-backend", "memory",
-            "-external-url", f"http://{HOST}:{port}", "-log-level", "warn"]  # fmt: skip
     extra_env: dict[str, str] = {}
+    event_args: list[str] = []
     if pubsub_topic or pubsub_project:
         if not (pubsub_topic and pubsub_project):
             raise EmulatorError("fake-gcs-server events need both pubsub_project and pubsub_topic")
-        argv += ["-event.pubsub-project-id", pubsub_project, "-event.pubsub-topic", pubsub_topic]
-        argv += ["-event.list", ",".join(events)]
+        event_args += ["-event.pubsub-project-id", pubsub_project, "-event.pubsub-topic", pubsub_topic]
+        event_args += ["-event.list", ",".join(events)]
         if event_bucket:
-            argv += ["-event.bucket", event_bucket]
+            event_args += ["-event.bucket", event_bucket]
         if event_prefix:
-            argv += ["-event.object-prefix", event_prefix]
+            event_args += ["-event.object-prefix", event_prefix]
         ps_host = pubsub_emulator_host or os.environ.get("PUBSUB_EMULATOR_HOST")
         if not ps_host:
             raise EmulatorError("fake-gcs-server events need pubsub_emulator_host (or PUBSUB_EMULATOR_HOST)")
         extra_env["PUBSUB_EMULATOR_HOST"] = ps_host.removeprefix("http://")
-    return _launch(
-        "fake-gcs",
-        argv,
-        port,
-        {"STORAGE_EMULATOR_HOST": f"http://{HOST}:{port}"},
-        "/storage/v1/b",
-        log_dir,
-        extra_env=extra_env,
-        timeout_s=timeout_s,
-    )
+
+    def start(port: int) -> EmulatorProcess:
+        argv = [str(binary), "-scheme", "http", "-host", HOST, "-port", str(port), "-backend", "memory",
+                "-external-url", f"http://{HOST}:{port}", "-log-level", "warn", *event_args]  # fmt: skip
+        return _launch(
+            "fake-gcs",
+            argv,
+            port,
+            {"STORAGE_EMULATOR_HOST": f"http://{HOST}:{port}"},
+            "/storage/v1/b",
+            log_dir,
+            extra_env=extra_env,
+            timeout_s=timeout_s,
+        )
+
+    return _on_port(start, port)

@@ -99,6 +99,7 @@ class Function:
     retry: bool
     max_delivery_attempts: int
     description: str = ""
+    extra_requirements: tuple[str, ...] = ()  # distributions beyond the base runtime (see packaging)
 
     @property
     def deployed_name(self) -> str:
@@ -199,24 +200,27 @@ def _schema_error(path: Path, data: Any) -> None:
     errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
     if not errors:
         return
-    err = errors[0]
+    messages = [_describe(err) for err in errors[:3]]
+    more = f" (and {len(errors) - 3} more problem(s))" if len(errors) > 3 else ""
+    raise ManifestError(f"{path}: {'; '.join(messages)}{more}")
+
+
+def _describe(err: Any) -> str:
+    """One schema error as ``key.path: what is wrong``."""
     where = list(err.absolute_path)
     if err.validator == "required":
         missing = [p for p in err.validator_value if isinstance(err.instance, dict) and p not in err.instance]
-        msg = f"{_key_path(where + missing[:1])}: required"
-    elif err.validator == "additionalProperties":
+        return f"{_key_path(where + missing[:1])}: required"
+    if err.validator == "additionalProperties":
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         allowed = ", ".join(sorted(err.schema["properties"]))
-        msg = f"{_key_path(where + extra[:1])}: unknown key (allowed: {allowed})"
-    elif "propertyNames" in err.schema_path:
+        return f"{_key_path(where + extra[:1])}: unknown key (allowed: {allowed})"
+    if "propertyNames" in err.schema_path:
         bad = err.instance
-        msg = f"{_key_path(where + [bad])}: invalid name {bad!r} (must match {err.schema.get('pattern')})"
-    elif err.validator == "pattern":
-        msg = f"{_key_path(where)}: {err.instance!r} does not match {err.validator_value}"
-    else:
-        msg = f"{_key_path(where)}: {err.message}"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    raise ManifestError(f"{path}: {msg}{more}")
+        return f"{_key_path(where + [bad])}: invalid name {bad!r} (must match {err.schema.get('pattern')})"
+    if err.validator == "pattern":
+        return f"{_key_path(where)}: {err.instance!r} does not match {err.validator_value}"
+    return f"{_key_path(where)}: {err.message}"
 
 
 def discover_event_types(schemas_dir: Path | None) -> tuple[tuple[str, ...], str]:
@@ -347,6 +351,7 @@ def _build(path: Path, data: dict[str, Any]) -> Manifest:
             retry=setting("retry"),
             max_delivery_attempts=setting("max_delivery_attempts"),
             description=raw.get("description", ""),
+            extra_requirements=tuple(raw.get("extra_requirements") or ()),
         )
     return Manifest(
         path=path.resolve(),

@@ -249,6 +249,7 @@ class LocalStack:
             event_types_note=manifest.event_types_note,
         )
         self._emulators: list[Any] = []
+        self._lock = threading.Lock()
         self._functions: dict[str, subprocess.Popen[bytes]] = {}
         self._server: Any = None
         self.scheduler: Any = None
@@ -256,7 +257,8 @@ class LocalStack:
 
     # --------------------------------------------------------------------------- helpers
     def _save(self) -> None:
-        write_state(self.data_dir, self.state)
+        with self._lock:  # emulator threads record their pieces concurrently
+            write_state(self.data_dir, self.state)
 
     def _add(self, piece: Piece) -> None:
         self.state.pieces.append(piece)
@@ -289,6 +291,9 @@ class LocalStack:
         for b in self.manifest.buckets.values():
             if b.env:
                 env[b.env] = b.real_name()
+        if fn.trigger.kind == "bucket":  # Eventarc cannot filter by prefix: deployed code needs these
+            env["BACKBEAT_TRIGGER_BUCKET"] = self.manifest.buckets[fn.trigger.bucket or ""].real_name()
+            env["BACKBEAT_TRIGGER_PREFIX"] = fn.trigger.prefix
         env.update(self.manifest.function_env(fn, self.project))
         return env
 
@@ -374,6 +379,21 @@ class LocalStack:
                 lambda: emulators.start_firestore(self.project, fs_port, self.logs),
                 "/",
             )
+            # functions are checked while the JVMs boot: a broken one fails the start early
+            for name, port in fn_ports.items():
+                popen = self._functions[name]
+                if not _wait_http_any(port, popen, FUNCTION_START_TIMEOUT_S):
+                    log_path = self.logs / f"function-{name}.log"
+                    state = (
+                        f"exited with code {popen.returncode}"
+                        if popen.poll() is not None
+                        else "did not answer"
+                    )
+                    raise StackError(
+                        f"function {name} {state} on port {port} (functions-framework --source "
+                        f"{m.functions[name].main_py} --target {m.functions[name].entry_point}); "
+                        f"log {log_path}:\n{_tail(log_path)}"
+                    )
             f_ps.result()
             f_fs.result()
         ps = PubSubRest(emulator_env["PUBSUB_EMULATOR_HOST"], self.project)
@@ -393,19 +413,6 @@ class LocalStack:
         )
         for bucket in sorted(set(m.bucket_names().values())):
             _create_bucket(emulator_env["STORAGE_EMULATOR_HOST"], self.project, bucket)
-
-        for name, port in fn_ports.items():
-            popen = self._functions[name]
-            if not _wait_http_any(port, popen, FUNCTION_START_TIMEOUT_S):
-                log_path = self.logs / f"function-{name}.log"
-                state = (
-                    f"exited with code {popen.returncode}" if popen.poll() is not None else "did not answer"
-                )
-                raise StackError(
-                    f"function {name} {state} on port {port} (functions-framework --source "
-                    f"{m.functions[name].main_py} --target {m.functions[name].entry_point}); "
-                    f"log {log_path}:\n{_tail(log_path)}"
-                )
 
         schedules = {n: f.trigger.schedule for n, f in m.functions.items() if f.trigger.kind == "schedule"}
         self.scheduler = Scheduler(schedules, lambda t, d, a: ps.publish(t, d, a))  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ import random
 from collections.abc import Iterator
 
 import pytest
-
 from backbeat.cloud import connect
 from backbeat.delivery.config import DeliveryConfig
 from backbeat.delivery.producer import Producer
@@ -48,5 +47,10 @@ def wired(delivery) -> Iterator[Delivery]:
 
 @pytest.fixture
 def producer(platform) -> Producer:
-    return Producer(platform.bus, default_registry(), watermark=BacklogWatermark(platform.documents),
-                    rng=random.Random(7), backoff_s=0.0)
+    return Producer(
+        platform.bus,
+        default_registry(),
+        watermark=BacklogWatermark(platform.documents),
+        rng=random.Random(7),
+        backoff_s=0.0,
+    )

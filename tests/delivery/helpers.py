@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import fastavro
-
 from backbeat.cloud.ports import Platform
 from backbeat.delivery import hours as H
 from backbeat.delivery.envelope import Envelope
@@ -29,8 +28,16 @@ class Stream:
         self.ids.setdefault(env.attributes["type"], set()).update(env.event_ids)
 
 
-def make_stream(producer: Producer, registry, *, types: list[str], hours: list[str], per_hour: int,
-                seed: int, batch_size: int = 200) -> Stream:
+def make_stream(
+    producer: Producer,
+    registry,
+    *,
+    types: list[str],
+    hours: list[str],
+    per_hour: int,
+    seed: int,
+    batch_size: int = 200,
+) -> Stream:
     """``per_hour`` events per (type, hour), spread over the hour, cut into envelopes."""
     rng = random.Random(seed)
     producer.batch_size = batch_size
@@ -51,7 +58,8 @@ class FinalCheck:
     ids: dict[str, Counter]
 
 
-def read_final(platform: Platform, bucket: str) -> FinalCheck:
+def read_final(platform: Platform, bucket: str, day: str | None = None) -> FinalCheck:
+    """Every _SUCCESS (of hours starting with ``day`` when given) and the ids of its parts."""
     successes: dict[tuple[str, str], dict] = {}
     ids: dict[str, Counter] = {}
     rows: dict[str, int] = {}
@@ -60,6 +68,8 @@ def read_final(platform: Platform, bucket: str) -> FinalCheck:
             continue
         success = json.loads(platform.blobs.get(bucket, info.name))
         t, h = success["type"], success["hour"]
+        if day and not h.startswith(day):
+            continue
         assert info.name == H.success_name(t, h)
         successes[(t, h)] = success
         n = 0
@@ -74,10 +84,15 @@ def read_final(platform: Platform, bucket: str) -> FinalCheck:
     return FinalCheck(rows, successes, ids)
 
 
-def assert_exactly_once(platform: Platform, bucket: str, expected: dict[str, set[str]],
-                        dead: dict[str, set[str]] | None = None) -> FinalCheck:
+def assert_exactly_once(
+    platform: Platform,
+    bucket: str,
+    expected: dict[str, set[str]],
+    dead: dict[str, set[str]] | None = None,
+    day: str | None = None,
+) -> FinalCheck:
     """Every expected id (minus accounted dead letters) exactly once across all final files."""
-    check = read_final(platform, bucket)
+    check = read_final(platform, bucket, day)
     dead = dead or {}
     for t, want in expected.items():
         got = check.ids.get(t, Counter())

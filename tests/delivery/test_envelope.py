@@ -7,7 +7,6 @@ import random
 import fastavro
 import pytest
 import zstandard
-
 from backbeat.delivery import hours as H
 from backbeat.delivery.envelope import decode, make_envelope, read_keys, staging_file
 from backbeat.delivery.errors import EnvelopeError, InvalidEvent
@@ -69,14 +68,17 @@ def test_invalid_events_are_reported_with_reasons_and_the_rest_proceeds():
     assert [r["event_id"] for r in fastavro.reader(io.BytesIO(batch.avro))] == batch.event_ids
 
 
-@pytest.mark.parametrize("mutate, needle", [
-    (lambda d, a: (b"garbage", a), "not zstd"),
-    (lambda d, a: (zstandard.ZstdCompressor().compress(b"Obj\x01junk"), a), "not a readable Avro"),
-    (lambda d, a: (d, {**a, "type": "nope"}), "no registered schema"),
-    (lambda d, a: (d, {**a, "schema_version": "1"}), "not registry version v1"),
-    (lambda d, a: (d, {**a, "receive_hour": "2026-03-01 10h"}), "receive_hour"),
-    (lambda d, a: (d, {k: v for k, v in a.items() if k != "type"}), "missing: type"),
-])
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda d, a: (b"garbage", a), "not zstd"),
+        (lambda d, a: (zstandard.ZstdCompressor().compress(b"Obj\x01junk"), a), "not a readable Avro"),
+        (lambda d, a: (d, {**a, "type": "nope"}), "no registered schema"),
+        (lambda d, a: (d, {**a, "schema_version": "1"}), "not registry version v1"),
+        (lambda d, a: (d, {**a, "receive_hour": "2026-03-01 10h"}), "receive_hour"),
+        (lambda d, a: (d, {k: v for k, v in a.items() if k != "type"}), "missing: type"),
+    ],
+)
 def test_undecodable_messages_raise_a_typed_error_naming_the_problem(mutate, needle):
     env = make_envelope(REG.latest("play"), _events(), batch_id="b")
     data, attrs = mutate(env.data, env.attributes)

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from backbeat.delivery.errors import SchemaError, UnknownEventType
 from backbeat.delivery.registry import Registry, default_registry
 
@@ -22,18 +21,29 @@ def test_ships_at_least_six_types_each_keyed_by_event_id_and_received_at():
 def test_adding_a_type_is_adding_a_schema_file(tmp_path):
     d = tmp_path / "podcast_episode"
     d.mkdir()
-    (d / "v1.avsc").write_text(json.dumps({
-        "type": "record", "name": "Episode", "fields": [
-            {"name": "event_id", "type": "string"},
-            {"name": "received_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-            {"name": "show", "type": "string"}]}))
+    (d / "v1.avsc").write_text(
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Episode",
+                "fields": [
+                    {"name": "event_id", "type": "string"},
+                    {"name": "received_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+                    {"name": "show", "type": "string"},
+                ],
+            }
+        )
+    )
     assert Registry(tmp_path).types() == ["podcast_episode"]
 
 
-@pytest.mark.parametrize("fields, needle", [
-    ([{"name": "id", "type": "string"}, {"name": "x", "type": "long"}], "event_id"),
-    ([{"name": "event_id", "type": "string"}, {"name": "received_at", "type": "string"}], "received_at"),
-])
+@pytest.mark.parametrize(
+    "fields, needle",
+    [
+        ([{"name": "id", "type": "string"}, {"name": "x", "type": "long"}], "event_id"),
+        ([{"name": "event_id", "type": "string"}, {"name": "received_at", "type": "string"}], "received_at"),
+    ],
+)
 def test_a_schema_without_the_key_fields_is_refused_naming_the_file(tmp_path, fields, needle):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "v1.avsc").write_text(json.dumps({"type": "record", "name": "B", "fields": fields}))

@@ -158,6 +158,33 @@ def test_every_variable_and_output_is_described(root: dict[str, Any], module: di
 
 
 # -------------------------------------------------------------------------------- the wiring
+def _code(folder: Path) -> str:
+    """The module's .tf text without comments."""
+    return "\n".join(
+        re.sub(r"#.*$", "", line) for p in sorted(folder.glob("*.tf")) for line in p.read_text().splitlines()
+    )
+
+
+def test_every_reference_resolves(root: dict[str, Any], module: dict[str, Any]) -> None:
+    """What `terraform validate` would catch first (it needs the provider): undeclared names."""
+    for folder, doc in ((TF, root), (MODULE, module)):
+        code = _code(folder)
+        where = folder.relative_to(ROOT)
+        for name in set(re.findall(r"\bvar\.(\w+)", code)):
+            assert name in _variables(doc), f"{where}: var.{name} is not declared"
+        for name in set(re.findall(r"\blocal\.(\w+)", code)):
+            assert name in _locals(doc), f"{where}: local.{name} is not declared"
+        resources = {f"{t}.{n}" for t, n in _resources(doc)}
+        for ref in set(re.findall(r"(?<![\w.\"])(google_[a-z0-9_]+\.[a-z_]\w*)", code)):
+            assert ref in resources, f"{where}: {ref} is not a resource of the module"
+        data = {f"{t}.{n}" for block in doc.get("data", []) for t, named in block.items() for n in named}
+        for ref in set(re.findall(r"\bdata\.(google_[a-z0-9_]+\.\w+)", code)):
+            assert ref in data, f"{where}: data.{ref} is not declared"
+    outputs = {name for block in module["output"] for name in block}
+    used = set(re.findall(r"\bm\.(\w+)", (TF / "outputs.tf").read_text()))
+    assert used and used <= outputs, f"root outputs use unknown module outputs {used - outputs}"
+
+
 def test_root_reads_the_manifest_and_expands_event_types(root: dict[str, Any]) -> None:
     loc = _locals(root)
     assert loc["manifest"] == "${yamldecode(file(local.manifest_path))}"
@@ -467,6 +494,81 @@ def test_terraform_expands_event_types_like_the_loader(tmp_path: Path) -> None:
     assert "bucket.dedupe" in tf["topics"] and "tick.close_bucket" in tf["topics"]
 
 
+MODULE_LOCALS_EXPR = (
+    "jsonencode({service = local.service_name, runtime_sa = local.runtime_sa_id,"
+    " trigger_sa = local.trigger_sa_id, roles = local.project_roles,"
+    " first = local.first_topic, extra = local.extra_topics,"
+    " ingress = local.ingress, push = local.use_push, eventarc = local.use_eventarc})\n"
+)
+
+
+def _module_locals(tmp: Path, **tf_vars: Any) -> dict[str, Any]:
+    """Evaluate the module's locals block (pure: variables only) with terraform console."""
+    exe = _terraform()
+    text = (MODULE / "main.tf").read_text()
+    block = re.search(r"^locals \{\n.*?^\}\n", text, re.S | re.M)
+    assert block, "modules/function/main.tf has no top-level locals block"
+    work = tmp / "module"
+    work.mkdir()
+    (work / "locals.tf").write_text(block.group(0))
+    shutil.copy(MODULE / "variables.tf", work / "variables.tf")
+    base = {
+        "project_id": "p",
+        "region": "europe-west1",
+        "entry_point": "handle",
+        "source_bucket": "b",
+        "source_zip": "x.zip",
+    }
+    args = [f"-var={k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in {**base, **tf_vars}.items()]
+    proc = subprocess.run(
+        [exe, "console", *args],
+        input=MODULE_LOCALS_EXPR,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=TF_ENV,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(json.loads(proc.stdout))
+
+
+SA_ID = re.compile(r"^[a-z](?:[-a-z0-9]{4,28}[a-z0-9])$")
+
+
+def test_module_names_roles_and_topics(tmp_path: Path) -> None:
+    got = _module_locals(
+        tmp_path,
+        name="ingest",
+        trigger_kind="topic",
+        roles=["roles/datastore.user", "roles/pubsub.publisher"],
+        publishes={"hour-closed": "projects/p/topics/hour-closed"},
+        source_topics={"events.search": "s", "events.click": "c", "events.pageview": "v"},
+    )
+    assert (
+        got["service"] == "ingest" and got["runtime_sa"] == "fn-ingest" and got["trigger_sa"] == "tr-ingest"
+    )
+    assert got["roles"] == ["roles/datastore.user"], "publisher must be topic-scoped when publishes is set"
+    assert got["first"] == "events.click" and got["extra"] == ["events.pageview", "events.search"]
+    assert got["ingress"] == "ALLOW_INTERNAL_ONLY" and got["push"] is True and got["eventarc"] is False
+
+
+def test_module_keeps_long_service_account_ids_valid_and_distinct(tmp_path: Path) -> None:
+    got = _module_locals(
+        tmp_path,
+        name="a_rather_long_function_name_x",
+        deployed_name="stage-a-rather-long-function-name-x",
+        trigger_kind="http",
+        roles=["roles/pubsub.publisher"],
+        http_ingress="ALLOW_INTERNAL_AND_GCLB",
+    )
+    for key in ("runtime_sa", "trigger_sa"):
+        assert SA_ID.match(got[key]) and len(got[key]) <= 30, got[key]
+    assert got["runtime_sa"] != got["trigger_sa"]
+    assert got["roles"] == ["roles/pubsub.publisher"], "without publishes the role stays as written"
+    assert got["ingress"] == "ALLOW_INTERNAL_AND_GCLB" and got["push"] is False
+
+
 # --------------------------------------------------------------------------------- the tools
 def test_terraform_fmt_is_clean() -> None:
     proc = subprocess.run(
@@ -589,34 +691,57 @@ def _plan(good: bool) -> dict[str, Any]:
     }
 
 
-def _compliance(tmp_path: Path, good: bool) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module", autouse=True)
+def _compliance_runs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Start terraform-compliance over the good and the bad plan as soon as this file's tests start:
+    each run takes seconds of imports, so they overlap with the other tests instead of adding up."""
     exe = TOOLS_BIN / "terraform-compliance"
     if not exe.exists():
+        yield None
+        return
+    tmp = tmp_path_factory.mktemp("compliance")
+    procs = {}
+    for kind in ("good", "bad"):
+        plan = tmp / f"{kind}.json"
+        plan.write_text(json.dumps(_plan(kind == "good")))
+        procs[kind] = subprocess.Popen(
+            [str(exe), "--no-ansi", "-p", str(plan), "-f", str(TF / "compliance")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp,
+        )
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def compliance(_compliance_runs: dict[str, subprocess.Popen[str]] | None) -> dict[str, tuple[int, str]]:
+    if _compliance_runs is None:
+        exe = TOOLS_BIN / "terraform-compliance"
         if os.environ.get("CI"):
             pytest.fail(f"{exe} missing with CI set: `make .venv-tools/.installed` installs it")
         pytest.skip("terraform-compliance not installed (make .venv-tools/.installed)")
-    plan = tmp_path / ("good.json" if good else "bad.json")
-    plan.write_text(json.dumps(_plan(good)))
-    return subprocess.run(
-        [str(exe), "--no-ansi", "-p", str(plan), "-f", str(TF / "compliance")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    results = {}
+    for kind, proc in _compliance_runs.items():
+        out, _ = proc.communicate(timeout=120)
+        results[kind] = (proc.returncode, out)
+    return results
 
 
-def test_compliance_features_pass_on_a_compliant_plan(tmp_path: Path) -> None:
-    proc = _compliance(tmp_path, good=True)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    summary = [line for line in proc.stdout.splitlines() if re.match(r"\d+ scenarios \(", line)]
+def test_compliance_features_pass_on_a_compliant_plan(compliance: dict[str, tuple[int, str]]) -> None:
+    code, out = compliance["good"]
+    assert code == 0, out[-4000:]
+    summary = [line for line in out.splitlines() if re.match(r"\d+ scenarios \(", line)]
     assert summary and "passed" in summary[0] and "failed" not in summary[0], summary
 
 
-def test_compliance_features_catch_each_violation(tmp_path: Path) -> None:
-    proc = _compliance(tmp_path, good=False)
-    assert proc.returncode != 0
-    out = proc.stdout
+def test_compliance_features_catch_each_violation(compliance: dict[str, tuple[int, str]]) -> None:
+    code, out = compliance["bad"]
+    assert code != 0
     assert "It is set to allUsers" in out and "It is set to allAuthenticatedUsers" in out
     assert "does not have dead_letter_policy property" in out
     assert "public_access_prevention property" in out and "It is set to inherited" in out

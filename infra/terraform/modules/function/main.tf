@@ -149,6 +149,10 @@ resource "google_cloudfunctions2_function" "this" {
       error_message = "Function ${var.name}: pubsub_push delivery needs a dead-letter topic."
     }
     precondition {
+      condition     = !local.use_push || var.pubsub_service_agent != null
+      error_message = "Function ${var.name}: pubsub_push delivery needs pubsub_service_agent (it forwards dead letters)."
+    }
+    precondition {
       condition     = !local.is_event || var.timeout_s <= 540
       error_message = "Function ${var.name}: event functions time out after at most 540 s."
     }
@@ -158,7 +162,8 @@ resource "google_cloudfunctions2_function" "this" {
 # The trigger identity (events) or the listed members (http) may invoke the function's Cloud Run service.
 # Public members are refused by the variables' validation: there is no public invoker.
 resource "google_cloud_run_v2_service_iam_member" "invoker" {
-  for_each = toset(local.is_event ? ["serviceAccount:${google_service_account.trigger[0].email}"] : var.invokers)
+  # Static keys: the trigger identity's email is only known after apply.
+  for_each = local.is_event ? { trigger = "serviceAccount:${google_service_account.trigger[0].email}" } : { for m in var.invokers : m => m }
 
   project  = var.project_id
   location = var.region
@@ -209,7 +214,7 @@ resource "google_pubsub_subscription" "push" {
 
 # Pub/Sub forwards dead letters as its service agent, which must be able to pull from the subscription.
 resource "google_pubsub_subscription_iam_member" "dead_letter_forwarder" {
-  for_each = local.use_push && var.pubsub_service_agent != null ? var.source_topics : {}
+  for_each = local.use_push ? var.source_topics : {}
 
   project      = var.project_id
   subscription = google_pubsub_subscription.push[each.key].name

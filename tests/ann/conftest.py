@@ -1,0 +1,57 @@
+"""Shared data for the ann tests: small real files written by the reference ``annoy`` package."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+METRICS = ["angular", "euclidean", "manhattan", "dot", "hamming"]
+
+
+def dim(metric: str) -> int:
+    return 70 if metric == "hamming" else 16  # hamming: 70 bits -> two 64-bit words
+
+
+def vectors(metric: str, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if metric == "hamming":
+        return (rng.random((n, dim(metric))) > 0.5).astype(np.float32)
+    centers = rng.standard_normal((20, dim(metric))) * 3
+    return (centers[rng.integers(0, 20, n)] + rng.standard_normal((n, dim(metric)))).astype(np.float32)
+
+
+def brute(metric: str, x: np.ndarray, present: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    ids = np.flatnonzero(present)
+    xs = x[ids]
+    if metric == "angular":
+        d = -(xs @ q) / (np.linalg.norm(xs, axis=1) * np.linalg.norm(q))
+    elif metric == "dot":
+        d = -(xs @ q)
+    elif metric == "euclidean":
+        d = ((xs - q) ** 2).sum(1)
+    elif metric == "manhattan":
+        d = np.abs(xs - q).sum(1)
+    else:
+        d = (xs != q).sum(1)
+    return ids[np.argsort(d, kind="stable")[:k]]
+
+
+@pytest.fixture(scope="session")
+def annoy_files(tmp_path_factory):
+    """One annoy-written file per metric, 1,500 ids with every 7th id a hole, 8 trees."""
+    import annoy
+
+    out = {}
+    root = tmp_path_factory.mktemp("annoy")
+    for metric in METRICS:
+        x = vectors(metric, 1500)
+        present = np.arange(1500) % 7 != 3
+        a = annoy.AnnoyIndex(dim(metric), metric)
+        a.set_seed(42)
+        for i in np.flatnonzero(present):
+            a.add_item(int(i), x[i].tolist())
+        a.build(8)
+        path = root / f"{metric}.ann"
+        a.save(str(path))
+        out[metric] = (path, x, present)
+    return out
