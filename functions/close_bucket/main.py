@@ -1,6 +1,7 @@
 """close_bucket (scheduled, topic ``tick.close_bucket``): thin adapter over ``backbeat.delivery.close``."""
 
 import functions_framework
+
 from backbeat.delivery import functions as delivery_functions
 
 

@@ -1,6 +1,7 @@
 """dedupe (Pub/Sub ``hour-closed``): thin adapter over ``backbeat.delivery.dedupe`` and ``export``."""
 
 import functions_framework
+
 from backbeat.delivery import functions as delivery_functions
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 
 import functions_framework
+
 from backbeat import __version__
 
 log = logging.getLogger("echo")

@@ -4,6 +4,7 @@ The logic is ``backbeat.delivery.ingest``; see docs/delivery.md.
 """
 
 import functions_framework
+
 from backbeat.delivery import functions as delivery_functions
 
 

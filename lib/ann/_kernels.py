@@ -22,8 +22,11 @@ def _above(p1: float, n1: int, p2: float, n2: int) -> bool:
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def search(i32, f32, s4, ch4, v4, a4, df4, dfsq, K, n_items, roots, metric, f, qs, k, search_k, check,
-           seen, epoch, votes, out_ids, out_d):  # pragma: no cover - compiled
+def search(i32, f32, V, roots, params, qs, seen, out_ids, out_d):  # pragma: no cover - compiled
+    # few arguments: numba's per-call dispatch cost grows with their number
+    s4, ch4, a4, df4 = params[0], params[1], params[3], params[4]  # params[2]: v offset (V view)
+    dfsq, K, n_items, metric, f = params[5] != 0, params[6], params[7], params[8], params[9]
+    k, search_k, check, epoch, votes = params[10], params[11], params[12] != 0, params[13], params[14]
     cap = 4096
     hp = np.empty(cap, np.float32)
     hn = np.empty(cap, np.int64)
@@ -83,10 +86,10 @@ def search(i32, f32, s4, ch4, v4, a4, df4, dfsq, K, n_items, roots, metric, f, q
             base = i * s4
             nd = i32[base]
             if nd > K:
-                vb = base + v4
+                row = V[i]
                 m = np.float32(0.0)
                 for j in range(f):
-                    m += f32[vb + j] * q[j]
+                    m += row[j] * q[j]
                 if a4 >= 0:
                     m = f32[base + a4] + m
                 if dfsq:
@@ -149,16 +152,16 @@ def search(i32, f32, s4, ch4, v4, a4, df4, dfsq, K, n_items, roots, metric, f, q
             keys = np.empty(ccap, np.float32)
         for c in range(nc):
             ib = cand[c] * s4
-            vb = ib + v4
+            row = V[cand[c]]
             key = np.float32(0.0)
             if metric == 0:
                 pq = np.float32(0.0)
                 pp = f32[ib + 1]
                 for j in range(f):
-                    pq += f32[vb + j] * q[j]
+                    pq += row[j] * q[j]
                 if pp == 0:
                     for j in range(f):
-                        pp += f32[vb + j] * f32[vb + j]
+                        pp += row[j] * row[j]
                 ppqq = np.float32(pp * qq)  # annoy's formula, for annoy's exact ordering
                 if ppqq > 0:
                     key = np.float32(2.0 - 2.0 * np.float64(pq) / np.float64(np.sqrt(ppqq)))
@@ -166,14 +169,14 @@ def search(i32, f32, s4, ch4, v4, a4, df4, dfsq, K, n_items, roots, metric, f, q
                     key = np.float32(2.0)
             elif metric == 1:
                 for j in range(f):
-                    t = f32[vb + j] - q[j]
+                    t = row[j] - q[j]
                     key += t * t
             elif metric == 2:
                 for j in range(f):
-                    key += abs(f32[vb + j] - q[j])
+                    key += abs(row[j] - q[j])
             else:
                 for j in range(f):
-                    key -= f32[vb + j] * q[j]
+                    key -= row[j] * q[j]
             keys[c] = key
         for c in range(nc):
             key = keys[c]
@@ -203,3 +206,121 @@ def search(i32, f32, s4, ch4, v4, a4, df4, dfsq, K, n_items, roots, metric, f, q
         for r in range(nb, k):
             out_ids[b, r] = -1
             out_d[b, r] = np.inf
+
+
+@njit(cache=True, nogil=True)
+def seed(value):  # pragma: no cover - compiled
+    np.random.seed(value)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def split_level(xw, order, starts, lens, w, a, zeros):  # pragma: no cover - compiled
+    """Side of every item of every segment (``a + w.x > 0``: side 1, ties at random) and an in-place
+    partition of ``order`` (side 0 first); a segment that splits more unevenly than 99:1 (duplicate
+    vectors) is split at random in two halves and its plane zeroed, as annoy falls back to."""
+    f = xw.shape[1]
+    buf = np.empty(order.shape[0], np.int64)
+    for s in range(starts.shape[0]):
+        st = starts[s]
+        ln = lens[s]
+        ws = w[s]
+        c0 = 0
+        n1 = 0
+        for p in range(st, st + ln):
+            it = order[p]
+            row = xw[it]
+            m = a[s]
+            for j in range(f):
+                m += row[j] * ws[j]
+            if m > 0 or (m == 0 and np.random.random() < 0.5):
+                buf[n1] = it
+                n1 += 1
+            else:
+                order[st + c0] = it
+                c0 += 1
+        for r in range(n1):
+            order[st + c0 + r] = buf[r]
+        if max(c0, n1) > 0.99 * ln:
+            for p in range(st + ln - 1, st, -1):  # Fisher-Yates, then halve
+                r = st + np.random.randint(0, p - st + 1)
+                order[p], order[r] = order[r], order[p]
+            c0 = ln // 2
+            for j in range(w.shape[1]):
+                w[s, j] = 0
+            a[s] = 0
+        zeros[s] = c0
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def planes(xw, order, starts, lens, cosine, sample, iterations, w, a):  # pragma: no cover - compiled
+    """Two-means hyperplane per segment from ``sample`` random members (first two distinct)."""
+    f = xw.shape[1]
+    p = np.empty((sample, f), np.float32)
+    c0 = np.empty(f, np.float32)
+    c1 = np.empty(f, np.float32)
+    s0 = np.empty(f, np.float32)
+    s1 = np.empty(f, np.float32)
+    for s in range(starts.shape[0]):
+        st = starts[s]
+        ln = lens[s]
+        i0 = np.random.randint(0, ln)
+        i1 = (i0 + 1 + np.random.randint(0, ln - 1)) % ln
+        for r in range(sample):
+            idx = i0 if r == 0 else (i1 if r == 1 else np.random.randint(0, ln))
+            row = xw[order[st + idx]]
+            for j in range(f):
+                p[r, j] = row[j]
+        for j in range(f):
+            c0[j] = p[0, j]
+            c1[j] = p[1, j]
+        for _ in range(iterations):
+            n0 = 0
+            n1 = 0
+            for j in range(f):
+                s0[j] = 0
+                s1[j] = 0
+            for r in range(sample):
+                d0 = np.float32(0.0)
+                d1 = np.float32(0.0)
+                for j in range(f):
+                    t0 = p[r, j] - c0[j]
+                    t1 = p[r, j] - c1[j]
+                    d0 += t0 * t0
+                    d1 += t1 * t1
+                if d0 <= d1:
+                    n0 += 1
+                    for j in range(f):
+                        s0[j] += p[r, j]
+                else:
+                    n1 += 1
+                    for j in range(f):
+                        s1[j] += p[r, j]
+            if n0 > 0:
+                for j in range(f):
+                    c0[j] = s0[j] / n0
+            if n1 > 0:
+                for j in range(f):
+                    c1[j] = s1[j] / n1
+            if cosine:
+                for c in (c0, c1):
+                    nrm = np.float32(0.0)
+                    for j in range(f):
+                        nrm += c[j] * c[j]
+                    if nrm > 0:
+                        nrm = np.sqrt(nrm)
+                        for j in range(f):
+                            c[j] /= nrm
+        nrm = np.float32(0.0)
+        for j in range(f):
+            w[s, j] = c1[j] - c0[j]
+            nrm += w[s, j] * w[s, j]
+        off = np.float32(0.0)
+        if nrm > 0:
+            nrm = np.sqrt(nrm)
+            for j in range(f):
+                w[s, j] /= nrm
+                off -= w[s, j] * (c0[j] + c1[j]) / 2
+        else:
+            for j in range(f):
+                w[s, j] = 0
+        a[s] = 0 if cosine else off

@@ -11,9 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
 from backbeat.ann.layout import Layout
+
+
+def _compiled_kernels() -> Any:
+    try:
+        from backbeat.ann import _kernels
+    except ImportError:  # numba missing: pure numpy
+        return None
+    return _kernels
+
 
 SAMPLE = 32
 ITERATIONS = 3
@@ -96,8 +107,8 @@ def _hamming_planes(xw: np.ndarray, order: np.ndarray, starts: np.ndarray, lens:
     return chosen
 
 
-def _grow(xw: np.ndarray, pts: np.ndarray, n_items: int, layout: Layout, rng: np.random.Generator) -> tuple[
-        _Tree, np.ndarray]:
+def _grow(xw: np.ndarray, pts: np.ndarray, n_items: int, layout: Layout, rng: np.random.Generator,
+          kernels: Any = None) -> tuple[_Tree, np.ndarray]:
     """One tree over the present items; returns its records (temporary ids) and item order."""
     K = layout.K
     N = pts.size
@@ -119,40 +130,53 @@ def _grow(xw: np.ndarray, pts: np.ndarray, n_items: int, layout: Layout, rng: np
     ndesc = np.array([n_items], np.int64)
     while starts.size:
         ns = starts.size
-        seg_of_pos = np.repeat(np.arange(ns), lens)
-        first = np.cumsum(lens) - lens
-        pos = np.arange(seg_of_pos.size) - first[seg_of_pos] + starts[seg_of_pos]
-        items = order[pos]
+        if kernels is None or hamming:
+            seg_of_pos = np.repeat(np.arange(ns), lens)
+            first = np.cumsum(lens) - lens
+            pos = np.arange(seg_of_pos.size) - first[seg_of_pos] + starts[seg_of_pos]
+            items = order[pos]
         if hamming:
             bit = _hamming_planes(xw, order, starts, lens, seg_of_pos, pos, rng)
             side = _bits(xw[items], bit[seg_of_pos])
             w = bit[:, None].astype(np.float64)
             a = np.zeros(ns, np.float32)
         else:
-            w, a = _planes(xw, order, starts, lens, cosine, rng)
+            if kernels is not None:
+                w = np.empty((ns, xw.shape[1]), np.float32)
+                a = np.empty(ns, np.float32)
+                kernels.planes(xw, order, starts, lens, cosine, SAMPLE, ITERATIONS, w, a)
+            else:
+                w, a = _planes(xw, order, starts, lens, cosine, rng)
             if metric == "dot":  # queries carry no dot_factor: keep the plane in the item space
                 w[:, -1] = 0
-            m = np.einsum("ij,ij->i", xw[items], w[seg_of_pos]) + a[seg_of_pos]
-            side = m > 0
-            tie = m == 0
-            if tie.any():
-                side[tie] = rng.random(int(tie.sum())) < 0.5
-        ones = np.bincount(seg_of_pos, weights=side, minlength=ns).astype(np.int64)
-        bad = np.maximum(ones, lens - ones) > 0.99 * lens
-        while bad.any():  # no usable plane (duplicates): split at random, like annoy
-            if not hamming:
-                w[bad] = 0
-                a[bad] = 0
-            at = bad[seg_of_pos]
-            side[at] = rng.random(int(at.sum())) < 0.5
+            if kernels is not None:
+                zeros = np.empty(ns, np.int64)
+                kernels.split_level(xw, order, starts, lens, w, a, zeros)
+                ones = lens - zeros
+                side = None
+            else:
+                m = np.einsum("ij,ij->i", xw[items], w[seg_of_pos]) + a[seg_of_pos]
+                side = m > 0
+                tie = m == 0
+                if tie.any():
+                    side[tie] = rng.random(int(tie.sum())) < 0.5
+        if side is not None:
             ones = np.bincount(seg_of_pos, weights=side, minlength=ns).astype(np.int64)
             bad = np.maximum(ones, lens - ones) > 0.99 * lens
-        zeros = lens - ones
-        excl = np.cumsum(side) - side
-        rank1 = excl - excl[first][seg_of_pos]
-        rank0 = (pos - starts[seg_of_pos]) - rank1
-        newpos = starts[seg_of_pos] + np.where(side, zeros[seg_of_pos] + rank1, rank0)
-        order[newpos] = items
+            while bad.any():  # no usable plane (duplicates): split at random, like annoy
+                if not hamming:
+                    w[bad] = 0
+                    a[bad] = 0
+                at = bad[seg_of_pos]
+                side[at] = rng.random(int(at.sum())) < 0.5
+                ones = np.bincount(seg_of_pos, weights=side, minlength=ns).astype(np.int64)
+                bad = np.maximum(ones, lens - ones) > 0.99 * lens
+            zeros = lens - ones
+            excl = np.cumsum(side) - side
+            rank1 = excl - excl[first][seg_of_pos]
+            rank0 = (pos - starts[seg_of_pos]) - rank1
+            newpos = starts[seg_of_pos] + np.where(side, zeros[seg_of_pos] + rank1, rank0)
+            order[newpos] = items
         # children: (start, len) for side 0 and side 1
         cstart = np.stack([starts, starts + zeros], axis=1).ravel()
         clen = np.stack([zeros, ones], axis=1).ravel()
@@ -192,6 +216,9 @@ def build_forest(
     ``x`` holds one row per id (float32, or uint64 words for hamming); ``present`` marks the ids
     that were added (the others are written as holes, as annoy does)."""
     rng = np.random.default_rng(seed)
+    kernels = _compiled_kernels() if layout.metric != "hamming" else None
+    if kernels is not None:
+        kernels.seed(int(rng.integers(0, 2**31)))
     n_items = x.shape[0]
     pts = np.flatnonzero(present).astype(np.int64)
     f = layout.f
@@ -217,7 +244,7 @@ def build_forest(
     total = n_items
     t = 0
     while (n_trees == -1 and total < 2 * n_items) or (n_trees != -1 and t < n_trees):
-        tree, order = _grow(xw, pts, n_items, layout, rng)
+        tree, order = _grow(xw, pts, n_items, layout, rng, kernels)
         trees.append((tree, order))
         total += tree.n_tmp
         t += 1

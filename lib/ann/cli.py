@@ -26,9 +26,10 @@ def build(
 ) -> None:
     """Build an index from a .npy matrix, with a progress bar per tree."""
     import numpy as np
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from backbeat.ann import AnnIndex
     from backbeat.ann.errors import AnnVectorError
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
         x = np.load(vectors, mmap_mode="r")
@@ -70,6 +71,7 @@ def query(
 ) -> None:
     """Print the nearest neighbours (one JSON line per query: ids and distances)."""
     import numpy as np
+
     from backbeat.errors import ConfigError
 
     if sum(x is not None for x in (item, vector, vectors)) != 1:

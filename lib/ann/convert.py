@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from backbeat.ann.errors import AnnFormatError
 from backbeat.ann.layout import layout_for
 

@@ -13,6 +13,7 @@ def run(ctx: Any) -> dict[str, Any]:
     """Build an index of 20,000 synthetic 32-d vectors, publish it, load it back the way a serving
     function does (download once per generation, then mmap), and measure recall and speed."""
     import numpy as np
+
     from backbeat.ann import AnnIndex
     from backbeat.ann.blobs import open_published, publish
 

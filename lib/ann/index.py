@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from backbeat.ann.errors import AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
 from backbeat.ann.layout import DOT_LAYOUTS, METRICS, Layout, layout_for
 from backbeat.ann.nodes import NodeViews, find_roots
@@ -189,6 +190,7 @@ class AnnIndex:
             _write_atomic(self._on_disk, buf)
             self.load(self._on_disk)
         else:
+            buf.setflags(write=False)  # like a mapped file: one compiled kernel serves both
             self._attach(buf, len(buf), None)
         return True
 
@@ -318,23 +320,32 @@ class AnnIndex:
 
     def get_nns_by_item(self, i: int, n: int, search_k: int = -1, include_distances: bool = False) -> Any:
         """The ``n`` nearest items to item ``i``, exactly as annoy computes them."""
-        from backbeat.ann.search import exact_nns
-
         views = self._require_built("get_nns_by_item")
         i = self._check_id(i, "get_nns_by_item")
-        q = np.asarray(views.v[i])
-        ids, dist = exact_nns(views, self._roots, self._n_items, q, int(n), int(search_k))
-        return (ids, dist) if include_distances else ids
+        return self._exact(views, np.asarray(views.v[i]), n, search_k, include_distances)
 
     def get_nns_by_vector(
         self, vector: Any, n: int, search_k: int = -1, include_distances: bool = False
     ) -> Any:
         """The ``n`` nearest items to ``vector``, exactly as annoy computes them."""
-        from backbeat.ann.search import exact_nns
-
         views = self._require_built("get_nns_by_vector")
         q = self._as_vector(vector, "get_nns_by_vector")
-        ids, dist = exact_nns(views, self._roots, self._n_items, q, int(n), int(search_k))
+        return self._exact(views, q, n, search_k, include_distances)
+
+    def _exact(self, views: NodeViews, q: np.ndarray, n: int, search_k: int, include_distances: bool) -> Any:
+        """Annoy's search: compiled when numba is there, else the reference Python replay."""
+        from backbeat.ann.search import exact_nns
+
+        n, search_k = int(n), int(search_k)
+        compiled = self._compiled() if n > 0 else None
+        if compiled is not None:
+            budget = n * len(self._roots) if search_k == -1 else search_k
+            ids_m, dist_m = self._run_kernel(compiled, q[None, :], n, budget)
+            keep = ids_m[0] >= 0
+            ids = ids_m[0][keep].tolist()
+            dist = [float(d) for d in dist_m[0][keep]]
+        else:
+            ids, dist = exact_nns(views, self._roots, self._n_items, q, n, search_k)
         return (ids, dist) if include_distances else ids
 
     def _fast_state(self) -> dict[str, Any]:
@@ -353,6 +364,9 @@ class AnnIndex:
 
     def _compiled(self) -> dict[str, Any] | None:
         """Arguments of the compiled kernel (None when numba is missing or for hamming)."""
+        st = self._fast
+        if st is not None and "kernel" in st:
+            return st if st["kernel"] is not None else None
         if self.metric == "hamming":
             return None
         st = self._fast_state()
@@ -365,13 +379,15 @@ class AnnIndex:
             lay = self._layout
             raw = np.frombuffer(self._buf, np.uint8, count=self._views.n_nodes * lay.size)
             st["kernel"] = _kernels.search
-            st["args"] = (
-                raw.view("<i4"), raw.view("<f4"), lay.size // 4, lay.off_children // 4, lay.off_v // 4,
+            st["arrays"] = (raw.view("<i4"), raw.view("<f4"), self._views.v, st["roots"])
+            st["params"] = np.array([
+                lay.size // 4, lay.off_children // 4, lay.off_v // 4,
                 lay.off_a // 4 if lay.off_a is not None else -1,
                 lay.off_dot_factor // 4 if lay.off_dot_factor is not None else -1,
-                lay.dot_layout == "v1", lay.K, self._n_items, st["roots"],
+                lay.dot_layout == "v1", lay.K, self._n_items,
                 {"angular": 0, "euclidean": 1, "manhattan": 2, "dot": 3}[self.metric], self.f,
-            )
+                0, 0, 0, 0, 1,
+            ], dtype=np.int64)
             st["seen"] = threading.local()
         return st if st["kernel"] is not None else None
 
@@ -379,45 +395,61 @@ class AnnIndex:
                     votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
         local = st["seen"]
         seen = getattr(local, "array", None)
-        if seen is None or local.epoch > 2**62:
+        if seen is None or local.epoch > 2**60:
             seen = local.array = np.full(max(self._n_items, 1), -1, np.int64)
             local.epoch = 0
+            local.params = st["params"].copy()
+        params = local.params
+        params[10:15] = (k, search_k, st["holes"], local.epoch, votes)
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)
-        st["kernel"](*st["args"], np.ascontiguousarray(qs, np.float32), k, search_k, st["holes"], seen,
-                     local.epoch, votes, ids, dist)
+        i32, f32, v, roots = st["arrays"]
+        st["kernel"](i32, f32, v, roots, params, qs, seen, ids, dist)
         local.epoch += qs.shape[0]
         return ids, dist
 
-    def query(self, matrix: Any, k: int, search_k: int = -1, votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def query(
+        self, matrix: Any, k: int, search_k: int = -1, votes: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Batched search: ``(ids, distances)``, each of shape ``(n_queries, k)``; rows with fewer than
-        ``k`` results are padded with id -1 and distance inf.
+        ``k`` results are padded with id -1 and distance inf. A 1-d vector is one query.
 
-        ``search_k`` is the number of candidate items to inspect per query, as in annoy (default
-        ``k * n_trees``); the trees are descended for all queries at once and candidates re-ranked
-        with BLAS, which is much faster than annoy's per-node loop for the same budget."""
-        from backbeat.ann.search import beam_query
-
-        views = self._require_built("query")
-        m = np.asarray(matrix, dtype=np.float64)
+        ``search_k`` means what it means in annoy: how many candidate ids to collect per query
+        (default ``k * n_trees``). The compiled kernel walks annoy's priority queue (so, for the same
+        file and ``search_k``, the same candidates as annoy) but skips annoy's sort of all collected
+        ids and its per-call overheads; without numba a vectorised numpy beam search over all
+        trees is used. ``votes=v`` (1..3) only ranks ids met in at least ``v`` trees: fewer
+        distance computations for a given ``search_k``, at some recall."""
+        views = self._views
+        if views is None:
+            raise AnnStateError("query: the index is not built or loaded yet (call build() or load())")
+        m = matrix if isinstance(matrix, np.ndarray) and matrix.dtype == np.float32 else np.asarray(
+            matrix, dtype=np.float32)
         if m.ndim == 1:
             m = m[None, :]
         if m.ndim != 2 or m.shape[1] != self.f:
             raise AnnVectorError(f"query: matrix must have shape (n, {self.f}), got {np.shape(matrix)}")
         if not np.isfinite(m).all():
             row = int(np.flatnonzero(~np.isfinite(m).all(axis=1))[0])
-            raise AnnVectorError(f"query: row {row} holds NaN or infinite values")
+            raise AnnVectorError(f"query: row {row} holds NaN or infinite values (as float32)")
         k = int(k)
         if k < 1:
             raise AnnVectorError(f"query: k must be positive, got {k}")
-        qs = self._encode(m)
-        st = self._fast_state()
-        T = max(len(self._roots), 1)
-        budget = k * T if search_k == -1 else int(search_k)
+        if not 1 <= votes <= 3:
+            raise AnnVectorError(f"query: votes must be 1, 2 or 3, got {votes}")
+        budget = k * max(len(self._roots), 1) if search_k == -1 else int(search_k)
         compiled = self._compiled()
         if compiled is not None:
-            return self._run_kernel(compiled, qs, k, budget, votes)
-        n_leaves = max(T, int(np.ceil(budget / st["mean_leaf"])))
+            return self._run_kernel(compiled, np.ascontiguousarray(m), k, budget, votes)
+        return self._numpy_query(views, self._encode(m), k, budget)
+
+    def _numpy_query(
+        self, views: NodeViews, qs: np.ndarray, k: int, budget: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from backbeat.ann.search import beam_query
+
+        st = self._fast_state()
+        n_leaves = max(len(self._roots), int(np.ceil(budget / st["mean_leaf"])))
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)
         for c in range(0, qs.shape[0], QUERY_CHUNK):

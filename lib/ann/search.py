@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
+
 from backbeat.ann.nodes import NodeViews
 
 _U64_MAX = (1 << 64) - 1

@@ -19,6 +19,7 @@ import sys
 from typing import Any
 
 import typer
+
 from backbeat.dag.errors import ModuleTaskError, ParameterError
 
 app = typer.Typer(no_args_is_help=True, help="Luigi-style task graphs: run, status, show.")
@@ -107,11 +108,15 @@ def run_cmd(
     resource: list[str] = typer.Option(None, "--resource", help="Resource cap name=count (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would run; run nothing."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary even on success."),
+    leases: bool = typer.Option(
+        True, "--leases/--no-leases", help="Lease each task id in the documents port."
+    ),
 ) -> None:
     """Run a task and everything it needs."""
-    from backbeat.dag.scheduler import build
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from backbeat.dag.scheduler import build
 
     cls = load_task_class(task)
     root = parse_task_args(cls, list(ctx.args))
@@ -139,6 +144,7 @@ def run_cmd(
                 resources=_parse_resources(resource),
                 platform=platform,
                 settings=settings,
+                leases=leases,
                 dry_run=dry_run,
                 progress=progress,
             )
@@ -215,9 +221,10 @@ def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Recent runs (from the documents port), or the task records of one run."""
-    from backbeat.dag.records import recent_runs, run_tasks
     from rich.console import Console
     from rich.table import Table
+
+    from backbeat.dag.records import recent_runs, run_tasks
 
     platform, _ = _platform()
     try:

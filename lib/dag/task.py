@@ -120,6 +120,19 @@ class Register(type):
             namespace = getattr(cls, "task_namespace", None)
             family = f"{namespace}.{name}" if namespace else name
         cls._family = family
+        # Fast path: every parameter significant, positional and int/str: the id is one format call.
+        simple = all(p.significant and p.positional and p.fast_type in (int, str) for _, p in cls._params)
+        cls._fast = (
+            (
+                tuple(n for n, _ in cls._params),
+                tuple(p.fast_type for _, p in cls._params),
+                "{}(".format(family.replace("{", "{{").replace("}", "}}"))
+                + ", ".join(f"{n}={{}}" for n, _ in cls._params)
+                + ")",
+            )
+            if simple and cls._params
+            else None
+        )
         with mcs._lock:
             mcs._by_family.setdefault(family, []).append(cls)
             key = f"{cls.__module__}.{cls.__qualname__}"
@@ -173,6 +186,29 @@ class Task(metaclass=Register):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
+        fast = cls._fast
+        if fast is not None:  # the common case of many small tasks: skip the general loop
+            names, types, fmt = fast
+            values_t: Any = args
+            if kwargs:
+                if args or len(kwargs) != len(names):
+                    values_t = None
+                else:
+                    try:
+                        values_t = tuple(kwargs[n] for n in names)
+                    except KeyError:
+                        values_t = None
+            if values_t is not None and len(values_t) == len(names):
+                for value, t in zip(values_t, types, strict=True):
+                    if type(value) is not t:
+                        break
+                else:
+                    param_kwargs = dict(zip(names, values_t, strict=True))
+                    self.__dict__.update(param_kwargs)
+                    self.param_kwargs = param_kwargs
+                    self.task_id = fmt.format(*values_t)
+                    self._hash = hash(self.task_id)
+                    return
         family = cls._family
         if len(args) > len(cls._positional):
             raise ParameterError(

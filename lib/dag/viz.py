@@ -145,8 +145,13 @@ class Graph:
 
     def write(self, path: str, fmt: str | None = None) -> str:
         fmt = fmt or path.rsplit(".", 1)[-1]
-        text = {"dot": self.to_dot, "gv": self.to_dot, "mmd": self.to_mermaid, "mermaid": self.to_mermaid,
-                "html": self.to_html}.get(fmt)
+        text = {
+            "dot": self.to_dot,
+            "gv": self.to_dot,
+            "mmd": self.to_mermaid,
+            "mermaid": self.to_mermaid,
+            "html": self.to_html,
+        }.get(fmt)
         if text is None:
             from backbeat.dag.errors import DagError
 

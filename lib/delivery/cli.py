@@ -79,11 +79,12 @@ def publish(
     import random
     from datetime import UTC, datetime
 
+    from rich.progress import Progress
+
     from backbeat.delivery.hours import parse_time
     from backbeat.delivery.producer import Producer
     from backbeat.delivery.synth import make_events
     from backbeat.delivery.watermark import BacklogWatermark
-    from rich.progress import Progress
 
     platform, delivery, subs = _open(True, dedupe=False)
     try:

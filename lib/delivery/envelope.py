@@ -215,6 +215,7 @@ def decode(data: bytes, attributes: Mapping[str, str], registry: Registry) -> Ba
     """Validate one envelope. Whole-message problems raise EnvelopeError; per-event problems are
     returned in ``Batch.invalid`` (index, event_id, reason) and those events left out of ``avro``."""
     import fastavro
+
     from backbeat.delivery.hours import hour_end, hour_start
 
     schema, hour, encoding = header_attrs(attributes, registry)

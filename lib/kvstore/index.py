@@ -105,7 +105,7 @@ def build_index(
             table = _fast_table(log, header, entries[1], entries[2])
         if table is None:
             kinds = entries[0] if entries[0] is not None else [1] * lh.num_puts
-            table = _exact_table(log, header, kinds, list(entries[1]), list(entries[2]))
+            table = _exact_table(log, header, kinds, entries[1], entries[2])
         _finish_stats(header, *table)
         _write_atomically(Path(index_path), header, *table)
         return header

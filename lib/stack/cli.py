@@ -38,9 +38,10 @@ def _parse_ports(ports: list[str]) -> dict[str, int]:
 
 
 def _print_state(state: Any, title: str) -> None:
-    from backbeat.stack.runner import piece_healthy, stack_dir
     from rich.console import Console
     from rich.table import Table
+
+    from backbeat.stack.runner import piece_healthy, stack_dir
 
     console = Console()
     console.width = max(console.width, 120)  # piped output: keep one row per piece
@@ -215,9 +216,10 @@ def register(app: typer.Typer) -> None:
         function: list[str] = typer.Option([], "--function", "-f", help="Only these functions (repeatable)."),
     ) -> None:
         """Build one deterministic deployable zip per function: main.py, requirements.txt, backbeat/."""
+        from rich.progress import Progress
+
         from backbeat.stack.manifest import ManifestError, load_manifest
         from backbeat.stack.packaging import build_zip
-        from rich.progress import Progress
 
         m = load_manifest(manifest)
         names = function or list(m.functions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import annoy
 import numpy as np
 import pytest
+
 from backbeat.ann import AnnIndex
 from backbeat.ann.convert import convert_dot_layout
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import annoy
 import numpy as np
 import pytest
+
 from backbeat.ann import AnnError, AnnFormatError, AnnIdError, AnnIndex, AnnStateError, AnnVectorError
 from backbeat.errors import BackbeatError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from backbeat.ann import AnnIndex
 
 from .conftest import brute, dim, vectors

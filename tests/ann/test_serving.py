@@ -10,11 +10,12 @@ import sys
 import annoy
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from backbeat.ann import AnnFormatError, AnnIndex
 from backbeat.ann.blobs import open_published, publish
 from backbeat.cloud import connect
 from backbeat.settings import Settings
-from typer.testing import CliRunner
 
 from .conftest import vectors
 

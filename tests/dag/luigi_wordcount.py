@@ -40,7 +40,9 @@ class HourStamp(luigi.Task):
     hour = luigi.DateHourParameter()
 
     def output(self):
-        return luigi.LocalTarget(os.path.join(ROOT, "hours", self.hour.strftime("%Y%m%d%H")), format=luigi.format.Nop)
+        return luigi.LocalTarget(
+            os.path.join(ROOT, "hours", self.hour.strftime("%Y%m%d%H")), format=luigi.format.Nop
+        )
 
     def run(self):
         with self.output().open("w") as out:
@@ -52,7 +54,9 @@ class Report(luigi.Task):
     min_length = luigi.IntParameter(default=2)
 
     def requires(self):
-        return [WordCount(date=luigi.DateParameter().parse(d), min_length=self.min_length) for d in self.dates]
+        return [
+            WordCount(date=luigi.DateParameter().parse(d), min_length=self.min_length) for d in self.dates
+        ]
 
     def output(self):
         return luigi.LocalTarget(os.path.join(ROOT, "report.json"))
@@ -63,7 +67,7 @@ class Report(luigi.Task):
             with target.open("r") as f:
                 for word, n in json.load(f).items():
                     total[word] = total.get(word, 0) + n
-        stamps = yield [HourStamp(hour=luigi.DateHourParameter().parse("2026-01-01T0%d" % h)) for h in range(3)]
+        stamps = yield [HourStamp(hour=luigi.DateHourParameter().parse(f"2026-01-01T0{h}")) for h in range(3)]
         hours = []
         for stamp in stamps:
             with stamp.open("r") as f:

@@ -78,10 +78,14 @@ class DailyTop(BigQueryQueryTask):
         return [LoadPlays(hour=dt.datetime(2026, 1, 1, h)) for h in range(2)]
 
     def query(self):
-        return "SELECT track_id, COUNT(*) n FROM `proj-1.events.plays` WHERE DATE(received_at) = @day GROUP BY 1"
+        return (
+            "SELECT track_id, COUNT(*) n FROM `proj-1.events.plays` WHERE DATE(received_at) = @day GROUP BY 1"
+        )
 
     def query_parameters(self):
-        return [{"name": "day", "parameterType": {"type": "DATE"}, "parameterValue": {"value": str(self.day)}}]
+        return [
+            {"name": "day", "parameterType": {"type": "DATE"}, "parameterValue": {"value": str(self.day)}}
+        ]
 
     def output(self):
         return BigQueryPartitionTarget("proj-1.derived.daily_top", self.day)
@@ -95,7 +99,11 @@ def test_load_and_query_requests(bq) -> None:
     assert len(loads) == 2 and len(queries) == 1
     load = sorted(loads, key=lambda j: j["configuration"]["load"]["destinationTable"]["tableId"])[0]
     conf = load["configuration"]["load"]
-    assert conf["destinationTable"] == {"projectId": "proj-1", "datasetId": "events", "tableId": "plays$2026010100"}
+    assert conf["destinationTable"] == {
+        "projectId": "proj-1",
+        "datasetId": "events",
+        "tableId": "plays$2026010100",
+    }
     assert conf["sourceUris"] == ["gs://backbeat-events/final/play/dt=2026-01-01/hour=00/*.avro"]
     assert conf["sourceFormat"] == "AVRO" and conf["useAvroLogicalTypes"] is True
     assert conf["writeDisposition"] == "WRITE_TRUNCATE" and conf["timePartitioning"] == {"type": "HOUR"}
@@ -104,7 +112,9 @@ def test_load_and_query_requests(bq) -> None:
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,1024}", ref["jobId"])
     q = queries[0]["configuration"]["query"]
     assert q["useLegacySql"] is False and q["destinationTable"]["tableId"] == "daily_top$20260101"
-    assert q["parameterMode"] == "NAMED" and q["queryParameters"][0]["parameterValue"] == {"value": "2026-01-01"}
+    assert q["parameterMode"] == "NAMED" and q["queryParameters"][0]["parameterValue"] == {
+        "value": "2026-01-01"
+    }
     # job ids are deterministic: the same task derives the same id, attempt by attempt
     t = LoadPlays(hour=dt.datetime(2026, 1, 1, 0))
     assert t.job_id(1) == LoadPlays(hour="2026-01-01T00").job_id(1) == ref["jobId"]

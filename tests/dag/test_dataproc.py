@@ -60,7 +60,10 @@ def test_pyspark_job_request_submit_and_poll(sim, platform) -> None:
     assert job_id == task.job_id(1) and job_id.startswith("aggregate-") and job_id.endswith("-1")
     assert job["reference"]["project_id"] == PROJECT
     assert job["placement"] == {"cluster_name": "etl"}
-    assert job["pyspark_job"] == {"main_python_file_uri": "gs://code/aggregate.py", "args": ["--day", "2026-01-03"]}
+    assert job["pyspark_job"] == {
+        "main_python_file_uri": "gs://code/aggregate.py",
+        "args": ["--day", "2026-01-03"],
+    }
     assert job["labels"]["backbeat-task"] == "aggregate"
     assert Aggregate.done_jobs == [job_id]
     assert summary.tasks[task.task_id]["attempts"] == 1
@@ -103,8 +106,10 @@ def test_failed_job_fails_the_task_and_the_next_run_uses_a_new_id(sim, platform)
     task = Aggregate(day="2026-01-07")
     first = dag.build([task])
     assert not first.ok
-    assert "JobFailed" in first.to_dict()["errors"][task.task_id] and task.job_id(1) in first.to_dict()["errors"][
-        task.task_id]
+    assert (
+        "JobFailed" in first.to_dict()["errors"][task.task_id]
+        and task.job_id(1) in first.to_dict()["errors"][task.task_id]
+    )
     second = dag.build([task])  # the failure was recorded in the documents port
     assert second.ok
     assert [j["reference"]["job_id"] for j in sim.submissions] == [task.job_id(1), task.job_id(2)]
@@ -184,7 +189,13 @@ class Batch(PySparkBatchTask):
 
 @pytest.mark.parametrize(
     ("cls", "key"),
-    [(Spark, "spark_job"), (Hadoop, "hadoop_job"), (Hive, "hive_job"), (Pig, "pig_job"), (SparkSql, "spark_sql_job")],
+    [
+        (Spark, "spark_job"),
+        (Hadoop, "hadoop_job"),
+        (Hive, "hive_job"),
+        (Pig, "pig_job"),
+        (SparkSql, "spark_sql_job"),
+    ],
 )
 def test_every_job_type_builds_a_request_the_api_accepts(sim, cls, key) -> None:
     summary = dag.build([cls()])

@@ -32,9 +32,9 @@ def test_luigi_module_runs_on_backbeat_with_the_same_results(tmp_path: Path, mon
     luigi_root = tmp_path / "luigi"
     _write_inputs(luigi_root)
     script = (
-        "import sys, luigi; sys.path.insert(0, %r); import luigi_wordcount as m; "
+        f"import sys, luigi; sys.path.insert(0, {str(HERE)!r}); import luigi_wordcount as m; "
         "ok = luigi.build([m.All()], local_scheduler=True, log_level='ERROR'); sys.exit(0 if ok else 1)"
-    ) % str(HERE)
+    )
     env = {**os.environ, "WORDCOUNT_ROOT": str(luigi_root)}
     subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=120)
     expected = json.loads((luigi_root / "report.json").read_text())

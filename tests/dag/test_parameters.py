@@ -35,7 +35,9 @@ def test_identity_is_family_and_significant_values() -> None:
     assert a == b and hash(a) == hash(b)
     assert a.task_id == b.task_id
     assert a != Everything("alpha", n=5)
-    assert a.task_id.startswith("Everything(name=alpha, n=4, ratio=0.5, flag=false, day=2026-01-02, hour=2026-01-02T05")
+    assert a.task_id.startswith(
+        "Everything(name=alpha, n=4, ratio=0.5, flag=false, day=2026-01-02, hour=2026-01-02T05"
+    )
     assert "note" not in a.task_id
     assert len({a, b, Everything("alpha", n=5)}) == 2
 
@@ -49,14 +51,25 @@ def test_values_are_normalised() -> None:
     hash(t.opts)
     # naive hours are UTC; aware ones are converted and truncated to the hour
     cet = dt.timezone(dt.timedelta(hours=1))
-    assert Everything("a", hour=dt.datetime(2026, 1, 1, 1, 59, tzinfo=cet)).hour == dt.datetime(2026, 1, 1, 0, tzinfo=dt.UTC)
+    assert Everything("a", hour=dt.datetime(2026, 1, 1, 1, 59, tzinfo=cet)).hour == dt.datetime(
+        2026, 1, 1, 0, tzinfo=dt.UTC
+    )
 
 
 def test_parse_every_type_from_text() -> None:
-    t = Everything.from_str_params({
-        "name": "b", "n": "9", "ratio": "1.25", "flag": "true", "day": "2026-02-03", "hour": "2026-02-03T04",
-        "colour": "BLUE", "items": '["x", 2]', "opts": '{"z": {"y": 1}}',
-    })
+    t = Everything.from_str_params(
+        {
+            "name": "b",
+            "n": "9",
+            "ratio": "1.25",
+            "flag": "true",
+            "day": "2026-02-03",
+            "hour": "2026-02-03T04",
+            "colour": "BLUE",
+            "items": '["x", 2]',
+            "opts": '{"z": {"y": 1}}',
+        }
+    )
     assert (t.n, t.ratio, t.flag, t.day, t.colour) == (9, 1.25, True, dt.date(2026, 2, 3), Colour.BLUE)
     assert t.hour.hour == 4 and t.items == ("x", 2) and t.opts["z"]["y"] == 1
     # round trip through the canonical text
@@ -93,7 +106,9 @@ def test_decorator_form(tmp_path) -> None:
         with task.output().open("w") as f:
             f.write(str(n * 2))
 
-    @dag.task(requires=lambda day: [count(day=day, n=i) for i in range(3)], output=str(out_dir / "sum-{day}.txt"))
+    @dag.task(
+        requires=lambda day: [count(day=day, n=i) for i in range(3)], output=str(out_dir / "sum-{day}.txt")
+    )
     def total(day: dt.date, task=None) -> None:
         s = sum(int(t.open("r").read()) for t in task.input())
         with task.output().open("w") as f:

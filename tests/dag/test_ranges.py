@@ -96,8 +96,9 @@ class DailyFile(dag.Task):
 
 def test_range_daily_on_local_files(tmp_path: Path) -> None:
     (tmp_path / "2026-01-02.txt").write_text("d")
-    rng = RangeDaily(of=DailyFile, of_params={"folder": str(tmp_path)}, start=dt.date(2026, 1, 1),
-                     stop=dt.date(2026, 1, 5))
+    rng = RangeDaily(
+        of=DailyFile, of_params={"folder": str(tmp_path)}, start=dt.date(2026, 1, 1), stop=dt.date(2026, 1, 5)
+    )
     assert rng.gaps() == [dt.date(2026, 1, 4), dt.date(2026, 1, 3), dt.date(2026, 1, 1)]
     assert dag.build([rng]).ok
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"2026-01-0{i}.txt" for i in range(1, 5)]

@@ -293,8 +293,17 @@ def test_dry_run_lists_in_dependency_order_and_runs_nothing() -> None:
     assert LOG == []
     assert summary.ok and summary.dry_run
     order = summary.would_run
-    assert set(order) == {t.task_id for t in [Top(), Mid("m1", needs=["a", "b"]), Mid("m2", needs=["b", "c"]),
-                                              Leaf("a"), Leaf("b"), Leaf("c")]}
+    assert set(order) == {
+        t.task_id
+        for t in [
+            Top(),
+            Mid("m1", needs=["a", "b"]),
+            Mid("m2", needs=["b", "c"]),
+            Leaf("a"),
+            Leaf("b"),
+            Leaf("c"),
+        ]
+    }
     assert order.index(Leaf("b").task_id) < order.index(Mid("m1", needs=["a", "b"]).task_id)
     assert order[-1] == Top().task_id
 

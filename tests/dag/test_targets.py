@@ -63,7 +63,7 @@ def test_gcs_target_failed_write_uploads_nothing(platform) -> None:
     with pytest.raises(ZeroDivisionError):
         with target.open("w") as f:
             f.write("partial")
-            1 / 0
+            raise ZeroDivisionError("crash mid-write")
     assert not target.exists()
 
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
+
 from backbeat.cloud import connect
 from backbeat.delivery.config import DeliveryConfig
 from backbeat.delivery.producer import Producer

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import fastavro
+
 from backbeat.cloud.ports import Platform
 from backbeat.delivery import hours as H
 from backbeat.delivery.envelope import Envelope

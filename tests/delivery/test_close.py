@@ -8,6 +8,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+
 from backbeat.cloud.ports import Message
 from backbeat.delivery import hours as H
 from backbeat.delivery.close import close_hour, may_close

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import fastavro
 import pytest
+
 from backbeat.cloud.ports import Message
 from backbeat.delivery import hours as H
 from backbeat.delivery.close import close_hour

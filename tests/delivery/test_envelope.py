@@ -7,6 +7,7 @@ import random
 import fastavro
 import pytest
 import zstandard
+
 from backbeat.delivery import hours as H
 from backbeat.delivery.envelope import decode, make_envelope, read_keys, staging_file
 from backbeat.delivery.errors import EnvelopeError, InvalidEvent

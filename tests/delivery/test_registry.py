@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from backbeat.delivery.errors import SchemaError, UnknownEventType
 from backbeat.delivery.registry import Registry, default_registry
 

