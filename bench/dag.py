@@ -222,14 +222,15 @@ def main() -> None:
         )
     if not args.luigi_10k and not args.quick and ("backbeat", 10_000) in by:
         a, b = by[("luigi", 1_000)], by[("luigi", 2_000)]
-        exponent = math.log(b["seconds"] / a["seconds"]) / math.log(b["tasks"] / a["tasks"])
-        est = b["seconds"] * (10_000 / b["tasks"]) ** exponent
         bb = by[("backbeat", 10_000)]
-        console.print(
-            f"ESTIMATE (not measured; Luigi extrapolated from 1k->2k growth n^{exponent:.2f}): luigi "
-            f"~{est:.0f} s at 10,000 tasks vs backbeat {bb['seconds']:.3f} s measured = "
-            f"~{est / bb['seconds']:.0f}x. Run with --luigi-10k to measure it."
-        )
+        for key, label in (("cpu_seconds", "CPU"), ("seconds", "wall")):
+            exponent = math.log(b[key] / a[key]) / math.log(b["tasks"] / a["tasks"])
+            est = b[key] * (10_001 / b["tasks"]) ** exponent
+            console.print(
+                f"ESTIMATE, not measured ({label}; Luigi from its 1k->2k growth, n^{exponent:.2f}): "
+                f"luigi ~{est:.0f} s at 10,001 tasks vs backbeat {bb[key]:.3f} s measured = "
+                f"~{est / bb[key]:.0f}x. Run with --luigi-10k to measure it."
+            )
     big = by.get(("backbeat", 100_000))
     if big:
         console.print(

@@ -379,7 +379,7 @@ class AnnIndex:
             lay = self._layout
             raw = np.frombuffer(self._buf, np.uint8, count=self._views.n_nodes * lay.size)
             st["kernel"] = _kernels.search
-            st["arrays"] = (raw.view("<i4"), raw.view("<f4"), self._views.v, st["roots"])
+            st["arrays"] = (raw.view("<i4"), raw.view("<f4"), st["roots"])
             st["params"] = np.array([
                 lay.size // 4, lay.off_children // 4, lay.off_v // 4,
                 lay.off_a // 4 if lay.off_a is not None else -1,
@@ -403,8 +403,8 @@ class AnnIndex:
         params[10:15] = (k, search_k, st["holes"], local.epoch, votes)
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)
-        i32, f32, v, roots = st["arrays"]
-        st["kernel"](i32, f32, v, roots, params, qs, seen, ids, dist)
+        i32, f32, roots = st["arrays"]
+        st["kernel"](i32, f32, roots, params, qs, seen, ids, dist)
         local.epoch += qs.shape[0]
         return ids, dist
 

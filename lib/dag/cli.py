@@ -193,8 +193,9 @@ def show_cmd(
         None, "--out", "-o", help="File to write (.dot, .mmd, .html); stdout if omitted."
     ),
     fmt: str = typer.Option(None, "--format", help="dot, mermaid or html (default: from --out, else dot)."),
+    run: str = typer.Option(None, "--run", help="Colour tasks by this run's records (done, failed, ...)."),
 ) -> None:
-    """Write the task graph with each task's state (complete, pending, missing...)."""
+    """Write the task graph with each task's state (complete, pending, missing, or a run's)."""
     from backbeat.dag.context import use_platform
     from backbeat.dag.viz import Graph
 
@@ -203,7 +204,14 @@ def show_cmd(
     platform, settings = _platform()
     try:
         use_platform(platform, settings)
-        graph = Graph.from_tasks([root])
+        states = None
+        if run:
+            from backbeat.dag.records import run_tasks
+
+            states = {r["task_id"]: r["state"] for r in run_tasks(platform.documents, run)}
+            if not states:
+                raise ModuleTaskError(f"--run {run}: no task records for that run id")
+        graph = Graph.from_tasks([root], states)
         if out:
             graph.write(out, fmt)
             typer.echo(f"wrote {out} ({len(graph.ids)} tasks, {len(graph.edges)} edges)", err=True)

@@ -47,17 +47,27 @@ def current_blobs() -> Any:
 
 
 def after_fork() -> None:
-    """In a forked worker: reconnect instead of sharing the parent's SQLite/HTTP connections, when
-    the platform came from settings (in-memory test doubles are kept as they are)."""
+    """In a forked worker: reconnect instead of sharing the parent's SQLite/HTTP connections (an
+    open SQLite connection must not cross a fork). Uses the settings given with the platform, or
+    for a local platform its data folder; in-memory test doubles are kept as they are."""
     global _platform
-    if (
-        _platform is not None
-        and getattr(_platform, "backend", None) in ("local", "gcp")
-        and _settings is not None
-    ):
-        from backbeat.cloud import connect
+    backend = getattr(_platform, "backend", None)
+    if _platform is None or backend not in ("local", "gcp"):
+        return
+    from backbeat.cloud import connect
 
-        _platform = connect(_settings)
+    settings = _settings
+    if settings is None and backend == "local":
+        from pathlib import Path
+
+        from backbeat.settings import Settings
+
+        path = getattr(getattr(_platform, "documents", None), "path", None)
+        if path is None:
+            return
+        settings = Settings(backend="local", data_dir=Path(path).parent)
+    if settings is not None:
+        _platform = connect(settings)
 
 
 _clients: dict[str, Any] = {}

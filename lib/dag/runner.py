@@ -15,6 +15,9 @@ from typing import Any
 from backbeat.dag.errors import HardTimeout, PermanentTaskError, TaskDefinitionError, TransientTaskError
 from backbeat.dag.task import Task, flatten, getpaths
 
+_DEFAULT_OUTPUT = Task.output
+_DEFAULT_ON_SUCCESS = Task.on_success
+
 
 class Poll(Exception):  # noqa: N818 - a signal, not an error
     """Raise from ``run()`` to say "my work runs elsewhere; ask me again in ``after`` seconds".
@@ -93,14 +96,15 @@ def execute(task: Task, attempt: int, final_attempt: bool) -> Result:
                 else:
                     out.close()
                     return Result("deps", time.perf_counter() - start, deps=deps)
-        outputs = flatten(task.output())
+        cls = type(task)
+        outputs = flatten(task.output()) if cls.output is not _DEFAULT_OUTPUT else ()
         if outputs:
             missing = [o for o in outputs if not o.exists()]
             if missing:
                 raise TaskDefinitionError(
                     f"{task.task_id}: run() finished but output {missing[0]!r} does not exist"
                 )
-        message = task.on_success()
+        message = task.on_success() if cls.on_success is not _DEFAULT_ON_SUCCESS else None
         return Result("ok", time.perf_counter() - start, message=str(message) if message else "")
     except Poll as poll:
         return Result("poll", time.perf_counter() - start, after=poll.after, message=poll.note)

@@ -34,6 +34,10 @@ GOOD = frozenset({"done", "complete"})
 BAD = frozenset({"failed", "upstream_failed", "missing"})
 
 
+_DEFAULT_COMPLETE = Task.complete
+_DEFAULT_OUTPUT = Task.output
+
+
 class TaskFailed(DagError):
     """Passed to FAILURE event handlers: the failure of a task, as text (it may come from a process)."""
 
@@ -275,8 +279,14 @@ class Scheduler:
             node = fresh[i]
             i += 1
             task = node.task
+            cls = type(task)
             try:
-                complete = task.complete()
+                # a task with Luigi's default complete() and no outputs is never complete
+                complete = (
+                    False
+                    if cls.complete is _DEFAULT_COMPLETE and cls.output is _DEFAULT_OUTPUT
+                    else task.complete()
+                )
             except Exception as exc:
                 node.state, node.error = "failed", f"complete() raised {type(exc).__name__}: {exc}"
                 continue

@@ -44,9 +44,10 @@ def _key(key: str, as_hex: bool) -> bytes:
 @app.command()
 def info(store: Path = typer.Argument(..., help="The .spi or .spl file.")) -> None:
     """Print the log and index headers."""
-    from backbeat.kvstore.reader import Reader
     from rich.console import Console
     from rich.table import Table
+
+    from backbeat.kvstore.reader import Reader
 
     index, log = _pair(store)
     with Reader(index, log) as r:
@@ -122,6 +123,8 @@ def dump(
 def _read_pairs(source: Path, fmt: str, hex_: bool):  # noqa: ANN202 - generator of pairs
     import json
 
+    from backbeat.kvstore.errors import KvStoreError
+
     with open(source, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             line = raw.rstrip(b"\r\n")
@@ -132,14 +135,12 @@ def _read_pairs(source: Path, fmt: str, hex_: bool):  # noqa: ANN202 - generator
                     obj = json.loads(line)
                     key, value = obj["key"], obj["value"]
                 except (ValueError, KeyError, TypeError):
-                    raise typer.BadParameter(
-                        f'{source}:{lineno}: expected {{"key": ..., "value": ...}}'
-                    ) from None
+                    raise KvStoreError(f'{source}:{lineno}: expected {{"key": ..., "value": ...}}') from None
                 yield (bytes.fromhex(key), bytes.fromhex(value)) if hex_ else (str(key), str(value))
             else:
                 key, sep, value = line.partition(b"\t")
                 if not sep:
-                    raise typer.BadParameter(f"{source}:{lineno}: expected key<TAB>value")
+                    raise KvStoreError(f"{source}:{lineno}: expected key<TAB>value")
                 yield (bytes.fromhex(key.decode()), bytes.fromhex(value.decode())) if hex_ else (key, value)
 
 
@@ -165,9 +166,10 @@ def build(
     """Build a store from a file (atomically: temp names, then rename), with a progress bar."""
     import time
 
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from backbeat.kvstore.index import build_index
     from backbeat.kvstore.store import write_store
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     start = time.perf_counter()
     with Progress(
@@ -228,8 +230,9 @@ def _counting(pairs, report):  # noqa: ANN001, ANN202 - progress by input bytes,
 @app.command()
 def verify(store: Path = typer.Argument(..., help="The .spi or .spl file.")) -> None:
     """Check every log entry and index slot; exit 1 with the file and offset of the first problem."""
-    from backbeat.kvstore.verify import verify_store
     from rich.progress import Progress
+
+    from backbeat.kvstore.verify import verify_store
 
     index, log = _pair(store)
     with Progress(transient=True) as bar:

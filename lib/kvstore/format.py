@@ -41,6 +41,7 @@ HASH_HEADER_SIZE = 112
 
 COMPRESSIONS = ("none", "snappy", "zstd")
 DEFAULT_BLOCK_SIZE = 4096
+MAX_BLOCK_SIZE = 1 << 28  # readers hold one block in memory; larger is surely damage
 
 _LOG_STRUCT = struct.Struct("<IIIIQQQQQQIIQI")
 _HASH_STRUCT = struct.Struct("<IIIIIQQQQQQIIQQIQQ")
@@ -104,6 +105,10 @@ class LogHeader:
             raise UnsupportedFormatError(path, 56, f"unknown compression type {header.compression_type}")
         if header.compression_type and header.compression_block_size < 10:
             raise CorruptFileError(path, 60, f"compression block size {header.compression_block_size} < 10")
+        if header.compression_block_size > MAX_BLOCK_SIZE:
+            raise UnsupportedFormatError(
+                path, 60, f"block size {header.compression_block_size} > {MAX_BLOCK_SIZE}"
+            )
         if header.data_end < LOG_HEADER_SIZE:
             raise CorruptFileError(path, 24, f"data_end {header.data_end} lies inside the header")
         if header.data_end > file_size:
@@ -339,9 +344,9 @@ class SnappyCodec(Codec):
                     declared = (d0 & 0x7F) | (d1 << 7)
                 else:
                     declared, _ = read_vlq(data, 0, min(len(data), 10), "snappy block")
-                if declared > block_size:
+                if declared > block_size or declared > 32 * len(data) + 64:
                     raise ValueError(
-                        f"block declares {declared} bytes, more than the block size {block_size}"
+                        f"declares {declared} bytes (block size {block_size}, {len(data)} compressed)"
                     )
             return uncompress(data)
 

@@ -147,9 +147,12 @@ class Reader:
                         a, b = pair(lm, addr)
                         if a == kl + 1 and b < 128:
                             s = addr + 1 + a
-                            if lm[addr + 2 : s] == key and s + b <= end:
+                            if lm[addr + 2 : s] != key:
+                                value = None
+                            elif s + b <= end:
                                 return lm[s : s + b]
-                            value = None
+                            else:
+                                value = value_slow(addr, key)  # raises: the entry is cut off
                         else:
                             value = value_slow(addr, key)
                     elif addr:

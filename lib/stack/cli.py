@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -111,9 +112,8 @@ def register(app: typer.Typer) -> None:
             stop_stack(ddir)  # a stale record: make sure nothing of it survives
         project = Settings.from_env().project
         logs = stack_dir(ddir) / "logs"
-        if logs.exists():
-            for old in logs.glob("*.log"):
-                old.unlink()
+        if logs.exists():  # logs and emulator data of the previous run of this data dir
+            shutil.rmtree(logs)
         logs.mkdir(parents=True, exist_ok=True)
 
         if foreground:
@@ -216,6 +216,7 @@ def register(app: typer.Typer) -> None:
         function: list[str] = typer.Option([], "--function", "-f", help="Only these functions (repeatable)."),
     ) -> None:
         """Build one deterministic deployable zip per function: main.py, requirements.txt, backbeat/."""
+        from rich.console import Console
         from rich.progress import Progress
 
         from backbeat.stack.manifest import ManifestError, load_manifest
@@ -230,7 +231,7 @@ def register(app: typer.Typer) -> None:
             )
         m.check_sources(names)
         results = []
-        with Progress(transient=True) as progress:
+        with Progress(transient=True, console=Console(stderr=True)) as progress:
             task = progress.add_task("packaging", total=len(names))
             for name in names:
                 results.append(build_zip(m, name, out))

@@ -111,11 +111,22 @@ def test_show_writes_dot_mermaid_html(env, tmp_path: Path) -> None:
     assert mmd.startswith("flowchart LR") and "n1 --> n0" in mmd
     html = (tmp_path / "g.html").read_text()
     assert "<!doctype html>" in html and "Fails()" in html
+    # colour by a run's records: Hello done, Fails failed
+    res = runner.invoke(app, ["dag", "run", "tests.dag.cli_tasks:Fails"])
+    assert res.exit_code == 1
+    run_id = json.loads(res.stdout)["run_id"]
+    res = runner.invoke(
+        app, ["dag", "show", "tests.dag.cli_tasks:Fails", "--run", run_id, "--format", "mermaid"]
+    )
+    assert res.exit_code == 0, res.output
+    assert '["Fails()"]:::failed' in res.stdout and ":::done" in res.stdout
 
 
 def test_luigi_run_entry_point(env, tmp_path: Path) -> None:
     import backbeat.dag as dag
 
-    assert dag.run(["tests.dag.cli_tasks:Hello", "--name", "run", "--local-scheduler", "--workers", "2"]) is True
+    assert (
+        dag.run(["tests.dag.cli_tasks:Hello", "--name", "run", "--local-scheduler", "--workers", "2"]) is True
+    )
     assert (tmp_path / "hello-run-1.txt").read_text() == "hello run"
     assert dag.run(["tests.dag.cli_tasks:Fails"]) is False

@@ -93,7 +93,10 @@ class Busy(dag.Task):
         with LOCK:
             st["now"] = st.get("now", 0) + 1
             st["max"] = max(st.get("max", 0), st["now"])
-        time.sleep(0.05)
+        deadline = time.monotonic() + 2  # wait for company, so the cap (not luck) decides the overlap
+        while st["max"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.02)
         with LOCK:
             st["now"] -= 1
 
@@ -425,3 +428,26 @@ def test_process_pool_runs_many_tasks_in_children(tmp_path: Path) -> None:
     assert summary.ok and summary.counts == {"done": 40}
     pids = {int(Path(tmp_path, f"part-{i}").read_text().split(":")[1]) for i in range(40)}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+class GcsPart(dag.Task):
+    i = dag.IntParameter()
+
+    def output(self):
+        return dag.GCSTarget(f"gs://parts/p-{self.i}")
+
+    def run(self) -> None:
+        with self.output().open("w") as f:
+            f.write(str(os.getpid()))
+
+
+def test_process_pool_writes_through_its_own_platform_connection(platform) -> None:
+    from backbeat.dag import context
+
+    context._settings = None  # a platform given without settings: children reconnect from its data folder
+    summary = dag.build([GcsPart(i) for i in range(6)], workers=2, executor="process", platform=platform)
+    assert summary.ok, summary.to_json()
+    pids = {int(platform.blobs.get("parts", f"p-{i}")) for i in range(6)}
+    assert os.getpid() not in pids
+    runs = recent_runs(platform.documents)
+    assert runs[0]["run_id"] == summary.run_id and runs[0]["state"] == "ok"

@@ -59,7 +59,7 @@ class FinalCheck:
     ids: dict[str, Counter]
 
 
-def read_final(platform: Platform, bucket: str, day: str | None = None) -> FinalCheck:
+def read_final(platform: Platform, bucket: str, day: str | tuple[str, ...] | None = None) -> FinalCheck:
     """Every _SUCCESS (of hours starting with ``day`` when given) and the ids of its parts."""
     successes: dict[tuple[str, str], dict] = {}
     ids: dict[str, Counter] = {}
@@ -90,7 +90,7 @@ def assert_exactly_once(
     bucket: str,
     expected: dict[str, set[str]],
     dead: dict[str, set[str]] | None = None,
-    day: str | None = None,
+    day: str | tuple[str, ...] | None = None,
 ) -> FinalCheck:
     """Every expected id (minus accounted dead letters) exactly once across all final files."""
     check = read_final(platform, bucket, day)

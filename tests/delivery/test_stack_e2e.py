@@ -357,17 +357,14 @@ def test_close_racing_8_concurrent_ingests_on_the_stack(stack: Stack, platform) 
     expected = {("play", hour)} | {("play", t) for t in targets}
     successes = _close_and_wait(stack, platform, expected)
     assert sum(s["rows_out"] for s in successes.values()) == 2000
-    from .helpers import read_final
-    chk = read_final(platform, BUCKET, "2026-01-08")
-    print("DEBUG", {k: (v["rows_in"], v["rows_out"], v["skewed"], v["duplicates"], v["parts"]) for k, v in successes.items()})
-    print("DEBUG2", {k: v["rows_out"] for k, v in chk.successes.items()}, {t: len(c) for t, c in chk.ids.items()})
-    assert_exactly_once(platform, BUCKET, _ids_of(stream), day="2026-01-08")
+    # each diverted-to hour is itself closed by the next tick, so the chain may cross midnight
+    assert_exactly_once(platform, BUCKET, _ids_of(stream), day=tuple(h for _, h in successes))
 
 
 def test_poison_messages_reach_the_dead_letter_topic_and_the_hour_reports_them(
     stack: Stack, platform
 ) -> None:
-    hour = "2026-01-09T10"
+    hour = "2026-02-09T10"
     producer = _producer(platform, 5)
     stream = make_stream(producer, REG, types=["play"], hours=[hour], per_hour=300, seed=5, batch_size=50)
     for env in stream.envelopes[:-2]:
@@ -392,5 +389,5 @@ def test_poison_messages_reach_the_dead_letter_topic_and_the_hour_reports_them(
         BUCKET,
         _ids_of(stream),
         dead={"play": set(corrupt.event_ids) | set(crashing.event_ids)},
-        day="2026-01-09",
+        day="2026-02-09",
     )

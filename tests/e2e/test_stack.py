@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -323,3 +324,56 @@ def test_function_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> 
     # nothing it started is left behind
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftovers.stdout.strip() == ""
+
+
+def test_foreground_stack_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    require_emulators()
+    (tmp_path / "fn").mkdir()
+    shutil.copy(FIXTURES / "recorder" / "main.py", tmp_path / "fn" / "main.py")
+    (tmp_path / "manifest.yaml").write_text(
+        "version: 1\nfunctions:\n  solo:\n    source: fn\n    entry_point: record\n"
+        "    trigger: {topic: solo-topic}\n"
+    )
+    data_dir = tmp_path / "data"
+    out_path = tmp_path / "out.txt"
+    out_file = out_path.open("w")
+    proc = subprocess.Popen(
+        [
+            *BACKBEAT,
+            "up",
+            "--foreground",
+            "--manifest",
+            str(tmp_path / "manifest.yaml"),
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=REPO,
+        env={**os.environ, "RECORDER_DIR": str(tmp_path / "rec")},
+        stdout=out_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    state_file = data_dir / "stack" / "state.json"
+    try:
+        wait_for(
+            lambda: state_file.exists() and json.loads(state_file.read_text())["status"] == "ready",
+            120,
+            "ready",
+        )
+        state = json.loads(state_file.read_text())
+        assert state["supervisor_pid"] == proc.pid  # the CLI process itself supervises
+        ports = [p["port"] for p in state["pieces"]]
+        assert all(port_open(p) for p in ports)
+        wait_for(lambda: "export PUBSUB_EMULATOR_HOST=" in out_path.read_text(), 30, "the printed table")
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out_file.close()
+    out = out_path.read_text()
+    assert proc.returncode == 0, out
+    assert "export PUBSUB_EMULATOR_HOST=" in out and "stack stopped" in out
+    assert [p for p in ports if port_open(p)] == []
+    assert [p["pid"] for p in state["pieces"] if p["pgid"] and pid_alive(p["pid"])] == []
+    assert not state_file.exists()

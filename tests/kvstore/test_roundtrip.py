@@ -40,7 +40,9 @@ def _ops(n: int, seed: int) -> list[tuple[str, bytes, bytes | None]]:
     ("compression", "block_size", "hash_size"),
     [("none", 0, 0), ("none", 0, 8), ("snappy", 0, 4), ("snappy", 64, 0), ("zstd", 300, 8), ("zstd", 0, 0)],
 )
-def test_puts_deletes_and_overwrites_match_a_dict(tmp_path: Path, compression: str, block_size: int, hash_size: int) -> None:
+def test_puts_deletes_and_overwrites_match_a_dict(
+    tmp_path: Path, compression: str, block_size: int, hash_size: int
+) -> None:
     ops = _ops(1500, seed=hash((compression, block_size, hash_size)) & 0xFFFF)
     model = _model(ops)
     log = tmp_path / "s.spl"
@@ -59,7 +61,10 @@ def test_puts_deletes_and_overwrites_match_a_dict(tmp_path: Path, compression: s
 
 
 def test_values_larger_than_a_block_span_blocks(tmp_path: Path) -> None:
-    pairs = [(b"big%d" % i, bytes([i]) * (5000 + i)) for i in range(20)] + [(b"small", b"x"), (b"", b"empty key")]
+    pairs = [(b"big%d" % i, bytes([i]) * (5000 + i)) for i in range(20)] + [
+        (b"small", b"x"),
+        (b"", b"empty key"),
+    ]
     for compression in ("snappy", "zstd"):
         write_store(pairs, tmp_path / f"{compression}.spl", compression=compression, block_size=1024)
         with Reader(tmp_path / f"{compression}.spi") as r:
@@ -180,7 +185,8 @@ def test_fast_and_exact_builders_agree_on_a_large_store(tmp_path: Path) -> None:
         assert fast.header.max_displacement == exact.header.max_displacement
         assert fast.header.total_displacement == exact.header.total_displacement
         sample = [k for k, _ in pairs[::97]] + [b"missing"]
-        assert fast.get_many(sample) == exact.get_many(sample) == [dict(pairs).get(k) for k in sample]
+        model = dict(pairs)
+        assert fast.get_many(sample) == exact.get_many(sample) == [model.get(k) for k in sample]
     assert header.num_entries == 250_000
 
 

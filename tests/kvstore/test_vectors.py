@@ -52,7 +52,9 @@ def test_fast_index_answers_like_the_reference(vector: dict, tmp_path: Path) -> 
     out = tmp_path / "x.spi"
     header = build_index(vector["spl"], out, hash_size=vector["hash_size"], seed=hh.hash_seed, method="fast")
     assert header.hash_capacity == hh.hash_capacity and header.num_entries == hh.num_entries
-    assert header.max_displacement == hh.max_displacement and header.total_displacement == hh.total_displacement
+    assert (
+        header.max_displacement == hh.max_displacement and header.total_displacement == hh.total_displacement
+    )
     with Reader(out, vector["spl"]) as r:
         assert {k.hex(): v.hex() for k, v in r.items()} == vector["final"]
 
