@@ -161,33 +161,36 @@ def _store_pss(paths: tuple[str, ...]) -> tuple[int, int]:
     return rss, pss
 
 
-def _reader_process(index: str, log: str, ready, done, out) -> None:  # noqa: ANN001
+def _reader_process(index: str, log: str, touched, measure, done, out) -> None:  # noqa: ANN001
     from backbeat.kvstore import Reader
 
     r = Reader(index, log)
     for mm in (r._im, r._lm):  # touch every page, as a long-running server eventually does
         for off in range(0, len(mm), 4096):
             mm[off]
+    touched.set()
+    measure.wait(120)  # measure only once every reader has mapped every page
     with open(f"/proc/{os.getpid()}/smaps_rollup") as fh:
         total_pss = next(int(line.split()[1]) for line in fh if line.startswith("Pss:"))
     out.put((*_store_pss((index, log)), total_pss))
-    ready.set()
     done.wait(60)
 
 
 def measure_pss(index: Path, log: Path, n: int) -> dict:
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fresh processes: no mappings inherited from this one
     out = ctx.Queue()
+    measure = ctx.Event()
     done = ctx.Event()
-    readies = [ctx.Event() for _ in range(n)]
+    touched = [ctx.Event() for _ in range(n)]
     procs = [
-        ctx.Process(target=_reader_process, args=(str(index), str(log), readies[i], done, out))
+        ctx.Process(target=_reader_process, args=(str(index), str(log), touched[i], measure, done, out))
         for i in range(n)
     ]
     for p in procs:
         p.start()
-    for e in readies:
+    for e in touched:
         e.wait(120)
+    measure.set()
     rows = [out.get(timeout=60) for _ in procs]
     done.set()
     for p in procs:

@@ -26,8 +26,8 @@ def _compiled_kernels() -> Any:
     return _kernels
 
 
-SAMPLE = 32
-ITERATIONS = 3
+SAMPLE = 128
+ITERATIONS = 8
 
 
 @dataclass

@@ -395,8 +395,8 @@ class AnnIndex:
                     votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
         local = st["seen"]
         seen = getattr(local, "array", None)
-        if seen is None or local.epoch > 2**60:
-            seen = local.array = np.full(max(self._n_items, 1), -1, np.int64)
+        if seen is None or local.epoch + qs.shape[0] >= 2**29:  # stamp << 2 must fit an int32
+            seen = local.array = np.full(max(self._n_items, 1), -1, np.int32)
             local.epoch = 0
             local.params = st["params"].copy()
         params = local.params
