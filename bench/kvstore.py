@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(
             f"{pss['readers']} reader processes on one {pss['store_mb']:.1f} MB store (every page touched): "
-            f"sum of RSS of the store mappings {pss['sum_rss_mb']:.1f} MB, sum of PSS {pss['sum_pss_mb']:.1f} MB "
-            f"(= counted once); whole-process PSS {pss['process_pss_mb']} MB"
+            f"sum of RSS of the store mappings {pss['sum_rss_mb']:.1f} MB, "
+            f"sum of PSS {pss['sum_pss_mb']:.1f} MB (= counted once); "
+            f"whole-process PSS {pss['process_pss_mb']} MB"
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -65,7 +65,8 @@ def main() -> None:
     from backbeat.errors import BackbeatError
 
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (rather than raises) a typer.Exit's code.
+        code = app(standalone_mode=False)
     except BackbeatError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise SystemExit(1) from None
@@ -81,6 +82,8 @@ def main() -> None:
             exc.show()
             raise SystemExit(exc.exit_code) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

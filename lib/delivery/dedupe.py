@@ -231,6 +231,8 @@ def dedupe_hour(
     config: DeliveryConfig | None = None,
     expected_sha: str | None = None,
     force_engine: str | None = None,
+    settings: Any = None,
+    spark: Any = None,
 ) -> DedupeResult:
     """Deduplicate one closed hour (idempotent). ``force_engine``: ``function`` or ``spark``."""
     registry = registry or default_registry()
@@ -257,7 +259,9 @@ def dedupe_hour(
     if engine == "spark":
         from backbeat.delivery.spark_dedupe import dedupe_hour_spark
 
-        result = dedupe_hour_spark(platform, bucket, manifest, sha, registry=registry, config=config)
+        result = dedupe_hour_spark(
+            platform, bucket, manifest, sha, registry=registry, config=config, settings=settings, spark=spark
+        )
     else:
         result = _dedupe_in_function(platform, bucket, manifest, sha, registry, config)
     _finish(platform, bucket, result)

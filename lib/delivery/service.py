@@ -54,9 +54,13 @@ class Delivery:
         self.exporter = exporter
         self._watermark = watermark
 
+    settings: Any = None
+
     @classmethod
     def from_settings(cls, platform: Platform, settings: Any, **kw: Any) -> Delivery:
-        return cls(platform, bucket=settings.events_bucket, project=settings.project, **kw)
+        d = cls(platform, bucket=settings.events_bucket, project=settings.project, **kw)
+        d.settings = settings
+        return d
 
     # -------------------------------------------------------------------------------- handlers
     def ingest(self, message: Message) -> IngestResult:
@@ -85,6 +89,7 @@ class Delivery:
             config=self.config,
             expected_sha=expected_sha,
             force_engine=force_engine,
+            settings=self.settings,
         )
         status = "empty"
         if result.rows_out:

@@ -253,22 +253,20 @@ class Reader:
             block = hit[0]
             n = addr & mask
             p = 0
-            blen = len(block) - 1
-            while n:  # skip the entries before ours (none of them spans a block)
-                if p >= blen:
-                    return value_slow(addr, key)
+            try:
+                for _ in range(n):  # skip the entries before ours (none of them spans a block)
+                    a = block[p]
+                    b = block[p + 1]
+                    if (a | b) & 0x80:
+                        return value_slow(addr, key)
+                    p += (a or 1) + b + 1
                 a = block[p]
                 b = block[p + 1]
-                if a < 128 and b < 128:
-                    p += 1 + a + b if a else 2 + b
-                else:
-                    return value_slow(addr, key)
-                n -= 1
-            if p < blen:
-                a = block[p]
-                b = block[p + 1]
-                if 1 < a < 128 and b < 128 and p + 1 + a + b <= blen + 1:
-                    kend = p + 1 + a
+            except IndexError:
+                return value_slow(addr, key)
+            if a > 1 and not (a | b) & 0x80:
+                kend = p + 1 + a
+                if kend + b <= len(block):
                     if a - 1 != len(key) or block[p + 2 : kend] != key:
                         return None
                     return block[kend : kend + b]
@@ -397,6 +395,7 @@ class Reader:
     # ------------------------------------------------------------------------------ iteration
     def log_entries(self) -> Iterator[tuple[str, bytes, bytes | None]]:
         """Every entry of the log in write order: ``("put", key, value)`` or ``("delete", key, None)``."""
+        self._check_open()
         for kind, key, value, _pos, _n in self._log.entries():
             yield ("put" if kind else "delete"), key, value
 
@@ -404,6 +403,7 @@ class Reader:
         """Live ``(key, value)`` pairs in log order: the puts the index points to."""
         import numpy as np
 
+        self._check_open()
         live = self._table()["a"]
         live = np.sort(live[live != 0].astype(np.uint64)).tolist()
         j = 0
@@ -436,6 +436,10 @@ class Reader:
             except BufferError:  # a numpy view is still alive somewhere; GC unmaps it later
                 pass
         self.get = self._closed_get  # type: ignore[method-assign]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"reader of {self.index_path} is closed")
 
     def _closed_get(self, key: Any) -> bytes | None:
         raise StoreClosedError(f"reader of {self.index_path} is closed")

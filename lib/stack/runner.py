@@ -302,6 +302,8 @@ class LocalStack:
         """Bring every piece up and wire it; on any failure stop what started and raise StackError."""
         try:
             self._start()
+            self.state.status = "ready"
+            self._save()
         except BaseException as exc:
             if isinstance(exc, _StopRequested | KeyboardInterrupt):
                 self.stop()  # asked to stop while starting: leave no state behind
@@ -312,8 +314,6 @@ class LocalStack:
             if isinstance(exc, BackbeatError):
                 raise
             raise StackError(f"stack failed to start: {self.state.error}") from exc
-        self.state.status = "ready"
-        self._save()
         return self.state
 
     def _start(self) -> None:
@@ -496,8 +496,10 @@ class LocalStack:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server = None
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda e: e.stop(timeout_s=15), list(self._emulators)))
+        # stop() may run twice (a signal during start); stopped groups are simply gone the second time
         log.info("stack stopped in %.1fs", time.monotonic() - started)
         if final_status is None:
             state_path(self.data_dir).unlink(missing_ok=True)
@@ -559,31 +561,34 @@ def _raise_stop(signum: int, frame: Any) -> None:
 
 
 def run_attached(stack: LocalStack, on_ready: Any = None) -> int:
-    """Start the stack, call ``on_ready(state)``, block until SIGTERM/SIGINT, then stop it all."""
+    """Start the stack, call ``on_ready(state)``, block until SIGTERM/SIGINT, then stop it all.
+
+    Returns 0 after a requested stop, 130 if the stop came while starting, 1 if the start failed
+    (the state file then keeps ``failed`` and the error for ``backbeat up`` to show).
+    """
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    code = 0
     try:
+        state = stack.start()
+        if on_ready is not None:
+            on_ready(state)
+        while True:
+            threading.Event().wait(3600)
+    except (_StopRequested, KeyboardInterrupt):
+        code = 0 if stack.state.status == "ready" else 130
+    except BackbeatError as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:  # one stop, not interruptible by a second Ctrl-C; idempotent after a failed start
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            state = stack.start()
-        except (_StopRequested, KeyboardInterrupt):
-            return 130
-        except BackbeatError as exc:
-            log.error("%s", exc)
-            return 1
-        try:
-            if on_ready is not None:
-                on_ready(state)
-            while True:
-                threading.Event().wait(3600)
-        except (_StopRequested, KeyboardInterrupt):
-            pass
-        finally:  # stop exactly once, not interruptible by a second Ctrl-C
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            stack.stop()
-        return 0
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+            if code != 1:
+                stack.stop()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

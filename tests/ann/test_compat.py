@@ -141,3 +141,20 @@ def test_dot_layout_detected_on_annoy_file(annoy_files):
     forced = AnnIndex(16, "dot")
     forced.load(path, dot_layout="v1")
     assert forced.get_n_trees() == b.get_n_trees()
+
+
+@pytest.mark.parametrize("metric", ["angular", "euclidean", "dot"])
+def test_reference_python_search_matches_annoy_too(metric, annoy_files, monkeypatch):
+    """Without numba, the pure Python replay of annoy's search gives annoy's answers as well."""
+    monkeypatch.setattr(AnnIndex, "_compiled", lambda self: None)
+    path, _, _ = annoy_files[metric]
+    a = annoy.AnnoyIndex(dim(metric), metric)
+    a.load(str(path))
+    b = AnnIndex(dim(metric), metric)
+    b.load(path)
+    for q in _queries(metric, 6):
+        for search_k in (-1, 400):
+            ids_a, d_a = a.get_nns_by_vector(q.tolist(), 10, search_k=search_k, include_distances=True)
+            ids_b, d_b = b.get_nns_by_vector(q, 10, search_k=search_k, include_distances=True)
+            assert ids_b == ids_a
+            np.testing.assert_allclose(d_b, d_a, rtol=1e-5, atol=1e-5)

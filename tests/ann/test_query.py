@@ -62,3 +62,22 @@ def test_query_with_k_beyond_the_index():
     assert sorted(ids[0, :3].tolist()) == [0, 1, 2] and ids[0, 3:].tolist() == [-1, -1]
     np.testing.assert_allclose(dist[0, :3], 1.0, rtol=1e-6)
     assert np.isinf(dist[0, 3:]).all()
+
+
+@pytest.mark.parametrize("metric", ["angular", "euclidean"])
+def test_numpy_beam_search_without_numba(metric, monkeypatch):
+    """The vectorised numpy fallback (used when numba is missing) keeps the contract and recall."""
+    x = vectors(metric, 3000, seed=31)
+    present = np.ones(3000, bool)
+    idx = AnnIndex(dim(metric), metric)
+    idx.add_items(x)
+    idx.build(8)
+    q = vectors(metric, 40, seed=32)
+    fast_ids, _ = idx.query(q, 10, search_k=3000)
+    monkeypatch.setattr(AnnIndex, "_compiled", lambda self: None)
+    ids, dist = idx.query(q, 10, search_k=3000)
+    assert ids.shape == dist.shape == (40, 10)
+    truth = [set(brute(metric, x, present, row, 10).tolist()) for row in q]
+    recall = np.mean([len(set(r.tolist()) & t) / 10 for r, t in zip(ids, truth, strict=True)])
+    fast = np.mean([len(set(r.tolist()) & t) / 10 for r, t in zip(fast_ids, truth, strict=True)])
+    assert recall >= 0.95 and fast >= 0.95, (recall, fast)

@@ -370,6 +370,7 @@ def test_foreground_stack_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            run_cli(["down", "--data-dir", str(data_dir)], dict(os.environ), timeout=120)  # no leftovers
         out_file.close()
     out = out_path.read_text()
     assert proc.returncode == 0, out

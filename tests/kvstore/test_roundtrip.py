@@ -140,6 +140,10 @@ def test_closed_reader_raises_a_typed_error(tmp_path: Path) -> None:
         r.get(b"a")
     with pytest.raises(StoreClosedError):
         r.get_many([b"a"])
+    with pytest.raises(StoreClosedError):
+        list(r.items())
+    with pytest.raises(StoreClosedError):
+        list(r.log_entries())
 
 
 def _colliding_keys() -> tuple[bytes, bytes, int]:
