@@ -140,6 +140,51 @@ def output_schema(registry: Registry, event_type: str, canonicals: Iterable[str]
     return best or registry.latest(event_type)
 
 
+def _zigzag(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+
+
+def raw_blocks(data: bytes, codec: str) -> list[tuple[int, bytes]] | None:
+    """The (record count, compressed payload) of every block of an Avro container written with
+    ``codec``, or None (other codec, or anything unexpected: the caller then goes through fastavro)."""
+    import fastavro
+
+    try:
+        buf = io.BytesIO(data)
+        reader = fastavro.reader(buf)
+        if reader.codec != codec:
+            return None
+        sync = reader._header["sync"]
+        pos, blocks = buf.tell(), []
+        while pos < len(data):
+            count, pos = _read_long(data, pos)
+            size, pos = _read_long(data, pos)
+            if count < 0 or size < 0 or data[pos + size : pos + size + 16] != sync:
+                return None
+            blocks.append((count, data[pos : pos + size]))
+            pos += size + 16
+        return blocks
+    except Exception:
+        return None
+
+
 def write_part(
     out: io.BytesIO | Any,
     schema: EventSchema,
@@ -158,8 +203,15 @@ def write_part(
         metadata={"backbeat.manifest_sha256": sha},
     )
     reader_schema = None
+    marker = sync_marker(sha, part)
     for data, canonical, keep in sources:
         if keep is None and canonical == schema.canonical:
+            raw = raw_blocks(data, "snappy")
+            if raw is not None:  # same codec: copy the compressed blocks byte for byte
+                writer.flush()
+                for count, payload in raw:
+                    out.write(_zigzag(count) + _zigzag(len(payload)) + payload + marker)
+                continue
             for block in fastavro.block_reader(io.BytesIO(data)):
                 writer.write_block(block)
             continue
@@ -180,45 +232,63 @@ def plan(
     manifest: dict[str, Any],
     keys: list[tuple[list[str], list[int]]],
     prior: set[str],
-) -> tuple[list[list[bool] | None], dict[str, int]]:
-    """Keep masks per manifest file (None = every row wins) and the counts."""
+) -> tuple[list[list[bool] | None], dict[str, Any]]:
+    """Keep masks per manifest file (None = every row wins), the counts and the winner ids (in
+    output order). Duplicates are rare, so the ids are counted with C-level operations first and the
+    per-row winner rule, smallest (received_at, messageId, row), runs only on ids seen twice."""
+    from collections import Counter
+    from itertools import chain
+
     files = manifest["files"]
+    rows_in = sum(len(ids) for ids, _ in keys)
+    counts = Counter(chain.from_iterable(ids for ids, _ in keys))
+    dups = {k for k, c in counts.items() if c > 1} if len(counts) != rows_in else set()
     best: dict[str, tuple[int, str, int, int]] = {}
     for fi, (ids, rec) in enumerate(keys):
+        if not dups or dups.isdisjoint(ids):
+            continue
         mid = files[fi]["message_id"]
-        get = best.get
         for ri, eid in enumerate(ids):
-            cand = (rec[ri], mid, fi, ri)
-            cur = get(eid)
-            if cur is None or cand < cur:
-                best[eid] = cand
-    dropped_prior = 0
+            if eid in dups:
+                cand = (rec[ri], mid, fi, ri)
+                cur = best.get(eid)
+                if cur is None or cand < cur:
+                    best[eid] = cand
+    drop: set[str] = set()  # winners in skewed files whose id is final in a previous hour
     if prior:
-        for eid in list(best):
-            fi = best[eid][2]
-            if files[fi]["skewed"] and eid in prior:
-                del best[eid]
-                dropped_prior += 1
+        for fi, (ids, _) in enumerate(keys):
+            if files[fi]["skewed"]:
+                for eid in prior.intersection(ids):
+                    w = best.get(eid)
+                    if w is None or w[2] == fi:
+                        drop.add(eid)
     masks: list[list[bool] | None] = []
-    winners_per_file = [0] * len(files)
-    for _, _, fi, _ in best.values():
-        winners_per_file[fi] += 1
-    partial = {fi for fi, (ids, _) in enumerate(keys) if winners_per_file[fi] != len(ids)}
-    detail: dict[int, list[bool]] = {fi: [False] * len(keys[fi][0]) for fi in partial}
-    for _, _, fi, ri in best.values():
-        if fi in detail:
-            detail[fi][ri] = True
-    for fi in range(len(files)):
-        masks.append(detail.get(fi))
-    skewed = sum(winners_per_file[fi] for fi in range(len(files)) if files[fi]["skewed"])
-    rows_in = sum(len(ids) for ids, _ in keys)
+    winner_ids: list[str] = []
+    rows_out = skewed = 0
+    for fi, (ids, _) in enumerate(keys):
+        if (not dups or dups.isdisjoint(ids)) and (not drop or drop.isdisjoint(ids)):
+            masks.append(None)
+            winner_ids.extend(ids)
+            n = len(ids)
+        else:
+            mask = [
+                eid not in drop and (eid not in dups or best[eid][2:] == (fi, ri))
+                for ri, eid in enumerate(ids)
+            ]
+            kept = [eid for eid, ok in zip(ids, mask, strict=True) if ok]
+            winner_ids.extend(kept)
+            n = len(kept)
+            masks.append(None if n == len(ids) else mask)
+        rows_out += n
+        if files[fi]["skewed"]:
+            skewed += n
     return masks, {
         "rows_in": rows_in,
-        "rows_out": len(best),
+        "rows_out": rows_out,
         "skewed": skewed,
-        "dropped_prior": dropped_prior,
-        "winner_ids": sorted(best),
-    }  # type: ignore[dict-item]
+        "dropped_prior": len(drop),
+        "winner_ids": winner_ids,
+    }
 
 
 def dedupe_hour(
@@ -317,7 +387,7 @@ def _dedupe_in_function(
     )
     part = H.part_name(event_type, hour, 0)
     platform.blobs.put(bucket, part, out.getvalue(), content_type="avro/binary")
-    ids_blob = zstandard.ZstdCompressor(level=3).compress("\n".join(counts["winner_ids"]).encode())
+    ids_blob = zstandard.ZstdCompressor(level=1).compress("\n".join(counts["winner_ids"]).encode())
     platform.blobs.put(bucket, H.final_prefix(event_type, hour) + "_event_ids-00000.zst", ids_blob)
     return DedupeResult(
         event_type,

@@ -241,6 +241,10 @@ def decode(data: bytes, attributes: Mapping[str, str], registry: Registry) -> Ba
         pre_invalid: list[dict[str, Any]] = []
     else:
         parsed_ok, pre_invalid = _parse_jsonl(raw, schema)
+    if encoding == "avro" and records:
+        fast = _fast_keys(records, lo, hi)
+        if fast is not None:  # every event valid: keep the producer's container as it is
+            return Batch(schema, hour, raw, fast[0], fast[1], [], attributes.get("batch_id", ""))
     ids: list[str] = []
     received: list[int] = []
     invalid = list(pre_invalid)
@@ -262,6 +266,18 @@ def decode(data: bytes, attributes: Mapping[str, str], registry: Registry) -> Ba
         body = encode_avro(schema, keep, check=False) if keep else b""
     invalid.sort(key=lambda d: d["index"])
     return Batch(schema, hour, body, ids, received, invalid, attributes.get("batch_id", ""))
+
+
+def _fast_keys(records: list[dict[str, Any]], lo: int, hi: int) -> tuple[list[str], list[int]] | None:
+    """The keys of a batch whose events all pass :func:`_check_event`, checked with whole-list
+    operations (about 10x fewer Python steps than per event); None to fall back to the per-event path."""
+    ids = [r["event_id"] for r in records]
+    received = [r["received_at"] for r in records]
+    if not all(type(v) is int for v in received) or min(received) < lo or max(received) >= hi:
+        return None
+    if "" in ids or max(map(len, ids)) > MAX_EVENT_ID or any("\n" in i for i in ids):
+        return None
+    return ids, received
 
 
 def _parse_jsonl(

@@ -114,6 +114,7 @@ class Reader:
         find = im.find
         addr_at = struct.Struct("<" + {4: "I", 8: "Q"}[h.address_size]).unpack_from
         slow = self._probe
+        slot_at = self._slot
         pair = struct.Struct("<BB").unpack_from
         h32 = mmh3.hash
         h64 = mmh3.hash64
@@ -135,6 +136,15 @@ class Reader:
             stop = start + window
             if stop > limit:
                 return slow(key, hv)
+            h2, addr = slot_at(im, start)
+            if h2 == hv and not compressed and first <= addr < end1:
+                # the common case: the key sits in its home slot, one-byte lengths
+                kl = len(key)
+                a, b = pair(lm, addr)
+                if a == kl + 1 and b < 128:
+                    s = addr + 1 + a
+                    if lm[addr + 2 : s] == key and s + b <= end:
+                        return lm[s : s + b]
             hb = hv.to_bytes(hsize, "little")
             p = find(hb, start, stop)
             while p >= 0:
@@ -286,8 +296,11 @@ class Reader:
         if self._closed:
             raise StoreClosedError(f"reader of {self.index_path} is closed")
         keys = keys if isinstance(keys, list) else list(keys)
-        if set(map(type, keys)) != {bytes}:
+        try:
+            joined = b"".join(keys)  # also proves every key is bytes-like, in one C loop
+        except TypeError:
             keys = [k if k.__class__ is bytes else as_bytes(k) for k in keys]
+            joined = b"".join(keys)
         n = len(keys)
         if not n:
             return []
@@ -354,7 +367,8 @@ class Reader:
             width = int(lens[ok].max())
             if width == int(lens[ok].min()):  # one key length: compare every key in one go
                 stored = log[(ad[ok] + 2)[:, None] + np.arange(width)]
-                wanted = np.frombuffer(b"".join(chosen), dtype=np.uint8).reshape(-1, width)
+                wanted = np.frombuffer(joined if chosen is keys else b"".join(chosen), dtype=np.uint8)
+                wanted = wanted.reshape(-1, width)
                 same = (stored == wanted).all(axis=1)
             else:
                 lm = self._lm
@@ -363,11 +377,12 @@ class Reader:
                     map(bytes.__eq__, map(lm.__getitem__, slices), chosen), dtype=bool, count=len(chosen)
                 )
             lm = self._lm
-            values = list(map(lm.__getitem__, map(slice, start[ok][same].tolist(), stop[ok][same].tolist())))
-            targets = ok_idx[same]
-            if len(targets) == n:
-                return values
-            out_arr[targets] = values
+            starts = start[ok][same]
+            order = np.argsort(starts, kind="stable")  # slice in file order: far fewer cache misses
+            values = list(
+                map(lm.__getitem__, map(slice, starts[order].tolist(), stop[ok][same][order].tolist()))
+            )
+            out_arr[ok_idx[same][order]] = values
             rest = ok_idx[~same].tolist()
         out: list[bytes | None] = out_arr.tolist()
         for i in rest + good_idx[~ok].tolist() + idx[~inside].tolist():

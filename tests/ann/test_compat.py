@@ -158,3 +158,29 @@ def test_reference_python_search_matches_annoy_too(metric, annoy_files, monkeypa
             ids_b, d_b = b.get_nns_by_vector(q, 10, search_k=search_k, include_distances=True)
             assert ids_b == ids_a
             np.testing.assert_allclose(d_b, d_a, rtol=1e-5, atol=1e-5)
+
+
+def test_dot_layout_told_apart_when_both_node_sizes_divide_the_file(tmp_path):
+    """f=16: v1 nodes are 80 bytes, v2 nodes 88; find files whose size both divide, both ways."""
+    x = vectors("dot", 600, seed=13)
+    found = {"v1": False, "v2": False}
+    for seed in range(200):
+        b = AnnIndex(16, "dot")
+        b.set_seed(seed)
+        b.add_items(x)
+        b.build(3)
+        v1 = tmp_path / f"v1-{seed}.ann"
+        b.save(v1)
+        v2 = tmp_path / f"v2-{seed}.ann"
+        convert_dot_layout(v1, v2, 16, "v2")
+        for name, path in (("v1", v1), ("v2", v2)):
+            size = path.stat().st_size
+            if size % 80 == 0 and size % 88 == 0:
+                c = AnnIndex(16, "dot")
+                c.load(path)
+                assert c.info()["dot_layout"] == name
+                assert c.get_item_vector(5) == b.get_item_vector(5)
+                found[name] = True
+        if all(found.values()):
+            break
+    assert all(found.values()), found

@@ -22,7 +22,7 @@ def cli(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProc
         for k, v in os.environ.items()
         if not k.startswith("BACKBEAT_") and not k.endswith("_EMULATOR_HOST")
     }
-    full.update(BACKBEAT_DATA_DIR=str(data_dir), BACKBEAT_GRACE_S="60", **env)
+    full.update({"BACKBEAT_DATA_DIR": str(data_dir), "BACKBEAT_GRACE_S": "60", **env})
     return subprocess.run(
         [sys.executable, "-m", "backbeat.cli", *args],
         cwd=REPO,

@@ -1,0 +1,298 @@
+"""Event-delivery benchmark: ingest handler, dedupe (in-function and Spark) against naive anchors.
+
+    .venv/bin/python -m bench.delivery [--messages 60] [--files 150] [--spark/--no-spark] [--stack]
+
+* ingest: ``Delivery.ingest`` in-process on the local adapters (directory blobs with fsync, SQLite
+  documents), 1,000-event ``play`` messages. Anchor: the straightforward handler (decode every
+  event, validate it with fastavro, re-encode the batch) without any registration.
+* dedupe: one closed hour of ``--files`` 1,000-event files with 5% of the messages sent twice, in
+  one process (one core). Anchor: decode every row with fastavro, dedupe in a dict, write with fastavro.
+* spark: the same hour through the PySpark job in local mode (session start excluded, then included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def _platform(root: Path):
+    from backbeat.cloud import connect
+    from backbeat.settings import Settings
+
+    settings = Settings(backend="local", data_dir=root, events_bucket="bench-events")
+    return settings, connect(settings)
+
+
+def _messages(n: int, hour: str, seed: int):
+    from backbeat.cloud.ports import Message
+    from backbeat.delivery import hours as H
+    from backbeat.delivery.envelope import make_envelope
+    from backbeat.delivery.registry import default_registry
+    from backbeat.delivery.synth import make_events
+
+    reg = default_registry()
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ev = make_events(reg.latest("play"), 1000, rng=rng, start=H.hour_start(hour), spread_s=3000)
+        env = make_envelope(reg.latest("play"), ev, batch_id=f"b{i}", check=False)
+        out.append((Message(env.data, env.attributes, f"{seed}-{i:05d}", datetime.now(UTC)), ev))
+    return out
+
+
+def _ingest_rate(msgs, platform, settings) -> float:
+    from backbeat.delivery.service import Delivery
+
+    d = Delivery.from_settings(platform, settings)
+    d.ensure_resources()
+    d.ingest(msgs[0][0])  # warm up: schema caches, hour document
+    t = time.perf_counter()
+    for m, _ in msgs[1:]:
+        d.ingest(m)
+    return (len(msgs) - 1) * 1000 / (time.perf_counter() - t)
+
+
+def bench_ingest(n: int) -> tuple[float, float, float]:
+    import fastavro
+    import zstandard
+    from fastavro.validation import validate
+
+    from backbeat.cloud.local_blobs import DirectoryBlobs
+    from backbeat.delivery.envelope import parsed_plain
+    from backbeat.delivery.registry import default_registry
+
+    msgs = _messages(n, "2026-06-01T10", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings, platform = _platform(Path(tmp))
+        ours = _ingest_rate(msgs, platform, settings)
+        platform.close()
+    with tempfile.TemporaryDirectory() as tmp:  # the same without fsync (GCS has none to pay)
+        settings, platform = _platform(Path(tmp))
+        platform.blobs = DirectoryBlobs(Path(tmp) / "buckets", durable=False)
+        no_fsync = _ingest_rate(msgs, platform, settings)
+        platform.close()
+    schema = parsed_plain(default_registry().latest("play"))
+    t = time.perf_counter()
+    for m, _ in msgs[1:]:
+        raw = zstandard.ZstdDecompressor().decompress(m.data)
+        rows = list(fastavro.reader(io.BytesIO(raw)))
+        for r in rows:
+            validate(r, schema)
+        fastavro.writer(io.BytesIO(), schema, rows, codec="snappy")
+    anchor = (n - 1) * 1000 / (time.perf_counter() - t)
+    return ours, no_fsync, anchor
+
+
+def _closed_hour(root: Path, files: int):
+    from backbeat.delivery.close import close_hour
+    from backbeat.delivery.service import Delivery
+
+    settings, platform = _platform(root)
+    d = Delivery.from_settings(platform, settings)
+    d.ensure_resources()
+    msgs = _messages(files, "2026-06-01T11", 2)
+    for i, (m, _) in enumerate(msgs):
+        d.ingest(m)
+        if i % 20 == 0:  # 5% of the messages delivered again under a new message id
+            from backbeat.cloud.ports import Message
+
+            d.ingest(Message(m.data, m.attributes, m.message_id + "-again", m.publish_time))
+    close_hour(platform, settings.events_bucket, "play", "2026-06-01T11")
+    return settings, platform, d
+
+
+def bench_dedupe(files: int, spark: bool) -> dict[str, float]:
+    import fastavro
+
+    from backbeat.delivery import hours as H
+    from backbeat.delivery.dedupe import dedupe_hour, load_manifest
+    from backbeat.delivery.registry import default_registry
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        settings, platform, d = _closed_hour(Path(tmp), files)
+        bucket, hour = settings.events_bucket, "2026-06-01T11"
+        manifest, _ = load_manifest(platform, bucket, "play", hour)
+        rows = manifest["rows"]
+        t = time.perf_counter()
+        r = dedupe_hour(platform, bucket, "play", hour, force_engine="function")
+        out["dedupe"] = rows / (time.perf_counter() - t)
+        out["rows"] = rows
+        out["duplicates"] = r.duplicates
+        # anchor: decode everything, dict, encode
+        schema = default_registry().latest("play")
+        t = time.perf_counter()
+        best: dict[str, dict] = {}
+        for f in manifest["files"]:
+            for rec in fastavro.reader(io.BytesIO(platform.blobs.get(bucket, f["name"]))):
+                cur = best.get(rec["event_id"])
+                if cur is None or rec["received_at"] < cur["received_at"]:
+                    best[rec["event_id"]] = rec
+        fastavro.writer(io.BytesIO(), schema.parsed, list(best.values()), codec="snappy")
+        out["dedupe_anchor"] = rows / (time.perf_counter() - t)
+        if spark:
+            from backbeat.delivery.spark_dedupe import spark_session
+
+            for info in list(platform.blobs.list(bucket, H.final_prefix("play", hour))):
+                platform.blobs.delete(bucket, info.name)
+            t0 = time.perf_counter()
+            session = spark_session("bench-delivery")
+            t = time.perf_counter()
+            dedupe_hour(
+                platform, bucket, "play", hour, force_engine="spark", settings=settings, spark=session
+            )
+            end = time.perf_counter()
+            session.stop()
+            out["spark"] = rows / (end - t)
+            out["spark_with_start"] = rows / (end - t0)
+        platform.close()
+    return out
+
+
+def bench_stack(messages: int) -> dict[str, float]:
+    """Through the ``backbeat up`` stack: producer -> Pub/Sub emulator -> push -> functions-framework
+    ingest (8 threads) -> fake-gcs + Firestore emulator; then close_bucket -> dedupe latency."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    import yaml
+
+    from backbeat.cloud import connect
+    from backbeat.delivery import hours as H
+    from backbeat.delivery.producer import Producer
+    from backbeat.delivery.registry import default_registry
+    from backbeat.delivery.watermark import BacklogWatermark
+    from backbeat.settings import Settings
+
+    repo = Path(__file__).resolve().parents[1]
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = yaml.safe_load((repo / "functions" / "manifest.yaml").read_text())
+        keep = ("ingest", "ingest_dead_letters", "close_bucket", "dedupe")
+        raw["functions"] = {k: v for k, v in raw["functions"].items() if k in keep}
+        for fn in raw["functions"].values():
+            fn["source"] = str(repo / fn["source"])
+        raw["event_types"]["schemas_dir"] = str(repo / raw["event_types"]["schemas_dir"])
+        raw["functions"]["close_bucket"]["trigger"]["schedule"] = "0 0 1 1 *"
+        raw["functions"]["ingest"]["max_instances"] = 8
+        manifest = Path(tmp) / "manifest.yaml"
+        manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKBEAT_") and "EMULATOR" not in k}
+        env.update(BACKBEAT_PROJECT="bench-stack", BACKBEAT_GRACE_S="0")
+        cli = [sys.executable, "-m", "backbeat.cli"]
+        data = Path(tmp) / "data"
+        up = subprocess.run(
+            [*cli, "up", "--manifest", str(manifest), "--data-dir", str(data)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if up.returncode != 0:
+            raise SystemExit(f"backbeat up failed: {up.stderr[-2000:]}")
+        try:
+            state = json.loads((data / "stack" / "state.json").read_text())
+            client = dict(state["env"], BACKBEAT_BACKEND="gcp", BACKBEAT_PROJECT="bench-stack")
+            os.environ.update(client)
+            relay = next(p for p in state["pieces"] if p["name"] == "push relay + scheduler")["url"]
+            settings = Settings.from_env(client)
+            platform = connect(settings)
+            reg = default_registry()
+            producer = Producer(
+                platform.bus, reg, watermark=BacklogWatermark(platform.documents), batch_size=1000
+            )
+            hour = "2026-06-01T12"
+            envs = []
+            for _, events in _messages(messages, hour, 3):
+                envs += producer.envelopes("play", events)
+            producer.publish_envelope(envs[0])
+            while platform.documents.query("backlog"):
+                time.sleep(0.1)
+            t = time.perf_counter()
+            for envelope in envs[1:]:
+                producer.publish_envelope(envelope)
+            while platform.documents.query("backlog"):
+                time.sleep(0.05)
+            out["stack_ingest"] = (len(envs) - 1) * 1000 / (time.perf_counter() - t)
+            t = time.perf_counter()
+            req = urllib.request.Request(relay + "/tick/close_bucket", data=b"", method="POST")
+            urllib.request.urlopen(req, timeout=30).read()
+            while platform.blobs.stat(settings.events_bucket, H.success_name("play", hour)) is None:
+                time.sleep(0.05)
+            out["close_to_success_s"] = time.perf_counter() - t
+            out["stack_rows"] = len(envs) * 1000
+            platform.close()
+        finally:
+            subprocess.run(
+                [*cli, "down", "--data-dir", str(data)],
+                env=env,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=60)
+    ap.add_argument("--files", type=int, default=150)
+    ap.add_argument("--spark", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument(
+        "--stack",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also measure through `backbeat up` (needs the emulators)",
+    )
+    args = ap.parse_args()
+    if args.stack:
+        st = bench_stack(args.messages)
+        print(
+            f"ingest via stack {st['stack_ingest']:>12,.0f} events/s   "
+            "(Pub/Sub emulator push -> functions-framework, "
+            f"8 threads, {int(st['stack_rows']):,} events)",
+            flush=True,
+        )
+        print(
+            f"close -> _SUCCESS {st['close_to_success_s']:>11.1f} s       (tick to dedupe done, one "
+            f"{int(st['stack_rows']):,}-row hour, grace excluded)",
+            flush=True,
+        )
+    ours, no_fsync, anchor = bench_ingest(args.messages)
+    print(
+        f"ingest handler   {ours:>12,.0f} events/s   anchor (decode+validate+encode) {anchor:>10,.0f}/s"
+        f"   ratio {ours / anchor:.2f}x   ({args.messages} x 1,000-event messages, local adapters)",
+        flush=True,
+    )
+    print(
+        f"ingest, no fsync {no_fsync:>12,.0f} events/s   ratio to anchor {no_fsync / anchor:.2f}x"
+        "   (DirectoryBlobs(durable=False))",
+        flush=True,
+    )
+    d = bench_dedupe(args.files, args.spark)
+    print(
+        f"dedupe (1 core)  {d['dedupe']:>12,.0f} events/s   anchor (decode+dict+encode)      "
+        f"{d['dedupe_anchor']:>10,.0f}/s   ratio {d['dedupe'] / d['dedupe_anchor']:.2f}x   "
+        f"({int(d['rows']):,} rows, {int(d['duplicates']):,} duplicates)",
+        flush=True,
+    )
+    if args.spark:
+        print(
+            f"dedupe (spark)   {d['spark']:>12,.0f} events/s   "
+            f"with session start {d['spark_with_start']:,.0f}/s"
+            f"   (local[2])"
+        )
+
+
+if __name__ == "__main__":
+    main()
