@@ -6,7 +6,8 @@ TOOLS   := .venv-tools
 STAMP   := $(VENV)/.installed
 EXTRAS  := gcp,spark,dev
 
-.PHONY: demo test lint checkov package compliance up down status bench clean
+.PHONY: demo test lint checkov package compliance up down status bench clean sysdeps install
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,9 +24,15 @@ $(TOOLS)/.installed: infra/terraform/requirements-tools.txt
 	$(TOOLS)/bin/pip install --quiet -r infra/terraform/requirements-tools.txt
 	touch $(TOOLS)/.installed
 
-install: $(STAMP)
+# Google's libsnappy (Debian) makes snappy Sparkey logs byte-identical to the C library's.
+sysdeps:
+	@ldconfig -p 2>/dev/null | grep -q 'libsnappy\.so' || { \
+	  echo "installing Debian's libsnappy1v5 (byte-identical Sparkey snappy logs)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq libsnappy1v5; }
 
-demo: $(STAMP)
+install: $(STAMP) sysdeps
+
+demo: $(STAMP) sysdeps
 	$(BIN)/backbeat demo
 
 lint: $(STAMP)
@@ -35,7 +42,7 @@ lint: $(STAMP)
 checkov: $(TOOLS)/.installed
 	$(TOOLS)/bin/checkov --quiet --compact -d infra/terraform --framework terraform --config-file infra/terraform/.checkov.yaml
 
-test: $(STAMP) lint checkov
+test: $(STAMP) sysdeps lint checkov
 	$(BIN)/python -m pytest tests
 
 package: $(STAMP)

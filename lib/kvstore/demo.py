@@ -10,8 +10,9 @@ PREFIX = "stores/demo"
 
 
 def run(ctx: Any, entries: int = 200_000) -> dict[str, Any]:
-    """Build ``entries`` pairs (snappy blocks), publish, download once through a StoreCache, look
-    every key up in a batch and a sample one by one, and check the values."""
+    """Build ``entries`` pairs, publish, download once through a StoreCache, look every key up in
+    a batch and a sample one by one, and check the values (compressed stores: see the tests and
+    ``bench.kvstore``; the demo keeps to the fastest path so the whole stage stays a few seconds)."""
     from backbeat.kvstore.publish import StoreCache, publish_blobs
     from backbeat.kvstore.store import write_store
 
@@ -41,7 +42,7 @@ def run(ctx: Any, entries: int = 200_000) -> dict[str, Any]:
     values = reader.get_many(keys)
     many_s = time.perf_counter() - start
     bad = sum(1 for i, v in enumerate(values) if v != value(i))
-    sample = keys[:: max(1, entries // 50_000)]
+    sample = keys[:: max(1, entries // 20_000)]
     start = time.perf_counter()
     for k in sample:
         reader.get(k)
