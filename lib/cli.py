@@ -15,7 +15,12 @@ from backbeat import __version__
 
 # (command group, module, attribute, help)
 SUB_APPS: list[tuple[str, str, str, str]] = [
-    ("kv", "backbeat.kvstore.cli", "app", "Sparkey-compatible key/value stores: info, get, dump, build, verify."),
+    (
+        "kv",
+        "backbeat.kvstore.cli",
+        "app",
+        "Sparkey-compatible key/value stores: info, get, dump, build, verify.",
+    ),
     ("ann", "backbeat.ann.cli", "app", "Annoy-compatible nearest-neighbour indexes: build, query, info."),
     ("dag", "backbeat.dag.cli", "app", "Luigi-style task graphs: run, status, show."),
     ("events", "backbeat.delivery.cli", "events_app", "Event types and the producer: types, publish."),
@@ -44,7 +49,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """Backbeat's command line."""
 

@@ -46,7 +46,9 @@ class StageResult:
     error: str = ""
 
 
-def run_demo(workdir: Path, stages: list[tuple[str, str]] | None = None, console: Any = None) -> list[StageResult]:
+def run_demo(
+    workdir: Path, stages: list[tuple[str, str]] | None = None, console: Any = None
+) -> list[StageResult]:
     """Run every stage against a fresh local platform under ``workdir``; never raises for a stage."""
     from rich.console import Console
 
@@ -68,7 +70,9 @@ def run_demo(workdir: Path, stages: list[tuple[str, str]] | None = None, console
                 results.append(StageResult(name, True, time.perf_counter() - start, dict(figures)))
             except Exception as exc:  # a failed stage is reported, the others still run
                 console.print(traceback.format_exc(), style="red", markup=False)
-                results.append(StageResult(name, False, time.perf_counter() - start, {}, f"{type(exc).__name__}: {exc}"))
+                results.append(
+                    StageResult(name, False, time.perf_counter() - start, {}, f"{type(exc).__name__}: {exc}")
+                )
     finally:
         platform.close()
     return results
@@ -107,7 +111,9 @@ def register(app: Any) -> None:
         chosen = [s for s in STAGES if not stage or s[0] in stage]
         unknown = set(stage or ()) - {s[0] for s in STAGES}
         if unknown:
-            raise typer.BadParameter(f"unknown stage(s) {sorted(unknown)}; choose from {[s[0] for s in STAGES]}")
+            raise typer.BadParameter(
+                f"unknown stage(s) {sorted(unknown)}; choose from {[s[0] for s in STAGES]}"
+            )
         results = run_demo(workdir, chosen, console)
         render(results, console)
         if not all(r.ok for r in results):

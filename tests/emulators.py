@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from backbeat.settings import Settings
 from backbeat.stack.emulators import (
     EmulatorError,

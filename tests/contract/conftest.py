@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from backbeat.cloud.ports import Blobs, Bus, Documents
 from backbeat.settings import Settings
 

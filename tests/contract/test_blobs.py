@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from backbeat.cloud.ports import BlobInfo, Blobs, NotFound, PreconditionFailed
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from backbeat.cloud.ports import Bus, Message, NotFound
 from backbeat.errors import ConfigError
-
 from tests.contract.helpers import wait_for
 
 

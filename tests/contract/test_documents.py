@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+
 from backbeat.cloud.ports import AlreadyExists, CloudError, Documents, NotFound, Transaction
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from backbeat.cloud.local_documents import SqliteDocuments
 
 pytestmark = pytest.mark.emulators

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from backbeat.errors import BackbeatError
 from backbeat.stack import emulators as em
 

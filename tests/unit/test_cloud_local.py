@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from backbeat.cloud import connect
 from backbeat.cloud.local_blobs import DirectoryBlobs
 from backbeat.cloud.local_bus import LocalBus

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from backbeat.errors import BackbeatError, ConfigError
 from backbeat.settings import Settings
 
