@@ -6,7 +6,9 @@
   documents), 1,000-event ``play`` messages. Anchor: the straightforward handler (decode every
   event, validate it with fastavro, re-encode the batch) without any registration.
 * dedupe: one closed hour of ``--files`` 1,000-event files with 5% of the messages sent twice, in
-  one process (one core). Anchor: decode every row with fastavro, dedupe in a dict, write with fastavro.
+  one process (one core; the part's upload overlaps in a thread), best of 3 runs from scratch, with
+  the CPU-time rate beside the wall-clock one. Anchor: decode every row with fastavro, dedupe in a
+  dict, write with fastavro.
 * spark: the same hour through the PySpark job in local mode (session start excluded, then included).
 """
 
@@ -52,6 +54,9 @@ def _ingest_rate(msgs, platform, settings) -> float:
     d = Delivery.from_settings(platform, settings)
     d.ensure_resources()
     d.ingest(msgs[0][0])  # warm up: schema caches, hour document
+    from backbeat.delivery import fastcheck
+
+    fastcheck.warm(wait=True)  # the compiled validator (loads in the background in a function)
     t = time.perf_counter()
     for m, _ in msgs[1:]:
         d.ingest(m)
@@ -120,9 +125,16 @@ def bench_dedupe(files: int, spark: bool) -> dict[str, float]:
         bucket, hour = settings.events_bucket, "2026-06-01T11"
         manifest, _ = load_manifest(platform, bucket, "play", hour)
         rows = manifest["rows"]
-        t = time.perf_counter()
-        r = dedupe_hour(platform, bucket, "play", hour, force_engine="function")
-        out["dedupe"] = rows / (time.perf_counter() - t)
+        walls, cpus = [], []
+        for _ in range(3):  # best of 3 (a shared machine's load swings between runs), from scratch
+            for info in list(platform.blobs.list(bucket, H.final_prefix("play", hour))):
+                platform.blobs.delete(bucket, info.name)
+            t, c = time.perf_counter(), time.process_time()
+            r = dedupe_hour(platform, bucket, "play", hour, force_engine="function")
+            walls.append(rows / (time.perf_counter() - t))
+            cpus.append(rows / max(time.process_time() - c, 1e-9))
+        out["dedupe"], out["dedupe_cpu"] = max(walls), max(cpus)
+        out["dedupe_runs"] = walls  # the first one includes one-time imports (numpy, zstandard...)
         out["rows"] = rows
         out["duplicates"] = r.duplicates
         # anchor: decode everything, dict, encode
@@ -284,6 +296,12 @@ def main() -> None:
         f"dedupe (1 core)  {d['dedupe']:>12,.0f} events/s   anchor (decode+dict+encode)      "
         f"{d['dedupe_anchor']:>10,.0f}/s   ratio {d['dedupe'] / d['dedupe_anchor']:.2f}x   "
         f"({int(d['rows']):,} rows, {int(d['duplicates']):,} duplicates)",
+        flush=True,
+    )
+    print(
+        "                 best of 3 runs: "
+        + " / ".join(f"{x:,.0f}" for x in d["dedupe_runs"])
+        + f" events/s (first includes one-time imports); CPU-time rate {d['dedupe_cpu']:,.0f}/s",
         flush=True,
     )
     if args.spark:

@@ -222,6 +222,9 @@ def decode(data: bytes, attributes: Mapping[str, str], registry: Registry) -> Ba
     raw = _decompress(data)
     lo, hi = to_micros(hour_start(hour)), to_micros(hour_end(hour))
     if encoding == "avro":
+        keys = _compiled_keys(raw, schema, lo, hi)
+        if keys is not None:  # every event valid (proved without decoding rows): keep the bytes
+            return Batch(schema, hour, raw, keys[0], keys[1], [], attributes.get("batch_id", ""))
         try:
             reader = fastavro.reader(io.BytesIO(raw))
             from fastavro.schema import to_parsing_canonical_form
@@ -266,6 +269,51 @@ def decode(data: bytes, attributes: Mapping[str, str], registry: Registry) -> Ba
         body = encode_avro(schema, keep, check=False) if keep else b""
     invalid.sort(key=lambda d: d["index"])
     return Batch(schema, hour, body, ids, received, invalid, attributes.get("batch_id", ""))
+
+
+_CANONICAL: dict[bytes, str] = {}
+
+
+def canonical_of(schema_json: bytes | str) -> str:
+    """Parsing canonical form of a container header's ``avro.schema`` (cached: few distinct ones)."""
+    key = schema_json.encode() if isinstance(schema_json, str) else schema_json
+    canonical = _CANONICAL.get(key)
+    if canonical is None:
+        from fastavro.schema import to_parsing_canonical_form
+
+        canonical = to_parsing_canonical_form(json.loads(key))
+        if len(_CANONICAL) < 256:
+            _CANONICAL[key] = canonical
+    return canonical
+
+
+def _compiled_keys(raw: bytes, schema: EventSchema, lo: int, hi: int) -> tuple[list[str], list[int]] | None:
+    """The keys of an Avro batch whose events are all valid, found by the compiled walker
+    (fastcheck.py) without building a dict per event; None = decide with fastavro as before."""
+    from backbeat.delivery import fastcheck
+
+    try:
+        header = fastcheck.read_header(raw)
+        schema_json = header[0].get("avro.schema")
+        if schema_json is None:
+            return None
+        if canonical_of(schema_json) != schema.canonical:
+            return None
+        prog = fastcheck.writer_schema(schema_json)[1]
+    except Exception:  # anything odd in the header: fastavro reports it precisely
+        return None
+    if prog is None:
+        return None
+    found = fastcheck.scan(raw, header, prog)
+    if found is None:
+        return None
+    blob, received, longest = found
+    if int(received.min()) < lo or int(received.max()) >= hi:
+        return None
+    ids = blob.decode().split("\n")
+    if len(ids) != len(received) or (longest > MAX_EVENT_ID and max(map(len, ids)) > MAX_EVENT_ID):
+        return None
+    return ids, received.tolist()
 
 
 def _fast_keys(records: list[dict[str, Any]], lo: int, hi: int) -> tuple[list[str], list[int]] | None:
@@ -357,8 +405,16 @@ def staging_file(batch: Batch) -> bytes:
     return out.getvalue()
 
 
-def read_keys(header_metadata: Mapping[str, str]) -> tuple[list[str], list[int]] | None:
+def read_keys(header_metadata: Mapping[str, Any]) -> tuple[list[str], list[int]] | None:
     """The (event_ids, received_at micros) stored by :func:`staging_file`, or None if absent."""
+    found = read_keys_blob(header_metadata)
+    return None if found is None else (found[1], found[2])
+
+
+def read_keys_blob(header_metadata: Mapping[str, Any]) -> tuple[bytes, list[str], list[int]] | None:
+    """Like :func:`read_keys`, plus the ids as stored (UTF-8, joined by ``\n``), which dedupe
+    reuses for its ``_event_ids`` sidecar instead of joining and encoding the strings again.
+    Metadata values may be str (fastavro's reader) or bytes (fastcheck.read_header)."""
     if META_IDS not in header_metadata or META_RECEIVED not in header_metadata:
         return None
     ids_raw = _unb64z(header_metadata[META_IDS])
@@ -367,7 +423,7 @@ def read_keys(header_metadata: Mapping[str, str]) -> tuple[list[str], list[int]]
     rec.frombytes(_unb64z(header_metadata[META_RECEIVED]))
     if len(rec) != len(ids):
         return None
-    return ids, rec.tolist()
+    return ids_raw, ids, rec.tolist()
 
 
 def iter_jsonable(records: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, Any]]:

@@ -134,3 +134,45 @@ def test_dedupe_refuses_an_hour_that_is_not_closed(platform, delivery):
     _send(delivery, _events(3, 8), "m1")
     with pytest.raises(HourStateError, match="not closed"):
         dedupe_hour(platform, BUCKET, "play", HOUR)
+
+
+def _reference_plan(files, keys, prior):
+    """The winner rule spelled out row by row: smallest (received_at, messageId, file, row) per id;
+    an id final in a previous hour is dropped when its winner sits in a skewed file."""
+    winner = {}
+    for fi, (ids, rec) in enumerate(keys):
+        for ri, eid in enumerate(ids):
+            cand = (rec[ri], files[fi]["message_id"], fi, ri)
+            if eid not in winner or cand < winner[eid]:
+                winner[eid] = cand
+    drop = {eid for eid, w in winner.items() if eid in prior and files[w[2]]["skewed"]}
+    masks, winners = [], []
+    for fi, (ids, _) in enumerate(keys):
+        mask = [eid not in drop and winner[eid][2:] == (fi, ri) for ri, eid in enumerate(ids)]
+        winners += [eid for eid, ok in zip(ids, mask, strict=True) if ok]
+        masks.append(None if all(mask) else mask)
+    return masks, winners
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_plan_matches_the_row_by_row_rule(seed):
+    from backbeat.delivery.dedupe import _winner_ids_bytes, plan
+
+    rng = random.Random(seed)
+    pool = [f"id-{i}" for i in range(rng.choice([5, 40, 400]))]
+    files, keys, blobs = [], [], []
+    for fi in range(rng.randint(1, 10)):
+        n = rng.randint(1, 30)
+        # mostly distinct ids per file (what ingest produces), sometimes repeats inside a file
+        ids = rng.sample(pool, min(n, len(pool))) if rng.random() < 0.7 else rng.choices(pool, k=n)
+        rec = [rng.randint(0, 3) for _ in ids]
+        files.append({"message_id": rng.choice(["a", "b", "c"]) + str(fi), "skewed": rng.random() < 0.3})
+        keys.append((ids, rec))
+        blobs.append("\n".join(ids).encode() if rng.random() < 0.5 else None)
+    prior = set(rng.sample(pool, rng.randint(0, len(pool) // 3)))
+    masks, counts = plan({"files": files}, keys, prior)
+    want_masks, want_winners = _reference_plan(files, keys, prior)
+    assert masks == want_masks
+    assert counts["winner_ids"] == want_winners and counts["rows_out"] == len(want_winners)
+    assert counts["rows_in"] == sum(len(ids) for ids, _ in keys)
+    assert _winner_ids_bytes(keys, blobs, masks) == "\n".join(want_winners).encode()
