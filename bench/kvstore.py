@@ -58,14 +58,24 @@ def bench_backbeat(
     truth: dict,
     compression: str,
     block_size: int,
+    pure: bool = False,
 ) -> dict:
+    """``pure``: read the store written by the previous run with ``BACKBEAT_KVSTORE_PURE=1``."""
     from backbeat.kvstore import Reader, write_store
 
     log = folder / f"bb-{compression}.spl"
-    start = time.process_time()
-    write_store(pairs, log, compression=compression, block_size=block_size)
-    write_s = time.process_time() - start
-    with Reader(log.with_suffix(".spi")) as r:
+    write_s = float("nan")
+    if not pure:
+        start = time.process_time()
+        write_store(pairs, log, compression=compression, block_size=block_size)
+        write_s = time.process_time() - start
+    os.environ["BACKBEAT_KVSTORE_PURE"] = "1" if pure else ""
+    try:
+        r = Reader(log.with_suffix(".spi"))
+    finally:
+        os.environ.pop("BACKBEAT_KVSTORE_PURE")
+    with r:
+        assert r.accelerated is not pure
         get_us = _time_gets(r.get, queries, truth)
         r.get_many(queries)
         start = time.process_time()
@@ -74,6 +84,7 @@ def bench_backbeat(
         assert values[:1000] == [truth[k] for k in queries[:1000]]
     size = log.stat().st_size + log.with_suffix(".spi").stat().st_size
     label = f"backbeat {compression}" + (f" ({block_size} B blocks)" if compression != "none" else "")
+    label += " (pure Python)" if pure else ""
     return {"system": label, "write_s": write_s, "get_us": get_us, "get_many_per_s": many, "bytes": size}
 
 
@@ -227,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--block-size", type=int, default=1024, help="compression block size (default 1024)")
     parser.add_argument("--readers", type=int, default=4, help="reader processes for the PSS measurement")
     parser.add_argument(
-        "--skip", action="append", default=[], help="skip a system: lmdb, dbm, sqlite, zstd, snappy"
+        "--skip", action="append", default=[], help="skip a system: pure, lmdb, dbm, sqlite, zstd, snappy"
     )
     args = parser.parse_args(argv)
     n = args.entries or (100_000 if args.quick else 1_000_000)
@@ -239,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     try:
         rows.append(bench_backbeat(folder, pairs, queries, truth, "none", 0))
+        if "pure" not in args.skip:
+            rows.append(bench_backbeat(folder, pairs, queries, truth, "none", 0, pure=True))
         for comp in ("snappy", "zstd"):
             if comp not in args.skip:
                 rows.append(bench_backbeat(folder, pairs, queries, truth, comp, args.block_size))
@@ -254,8 +267,9 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows:
             ratio = f"{lmdb_row['get_us'] / r['get_us']:.2f}x" if lmdb_row else "-"
             many = f"{r['get_many_per_s']:,.0f}" if "get_many_per_s" in r else "-"
+            write = "" if r["write_s"] != r["write_s"] else f"{r['write_s']:.2f}"  # nan: not written
             print(
-                f"{r['system']:36} {r['write_s']:8.2f} {r['get_us']:8.2f} {ratio:>8} {many:>12} "
+                f"{r['system']:36} {write:>8} {r['get_us']:8.2f} {ratio:>8} {many:>12} "
                 f"{r['bytes'] / 1e6:8.1f}"
             )
         if lmdb_row:

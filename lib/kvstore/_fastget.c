@@ -30,6 +30,13 @@
 #define E_VARINT 4       /* varint longer than 10 bytes at `offset` */
 #define E_DELETE 5       /* the index points at a delete entry at `address` */
 #define E_CLOSED 6       /* the reader was closed */
+#define E_BLOCK_OUTSIDE 7 /* a block offset (`offset`) outside the log data */
+#define E_BLOCK_LENGTH 8 /* the block at `offset` has a bad length (`address` = the length read) */
+#define E_SNAPPY_SIZE 9  /* the snappy block at `offset` declares `address` bytes, more than a block */
+#define E_SNAPPY_BAD 10  /* the snappy block at `offset` does not decompress */
+#define E_INFLATED 11    /* the block at `offset` inflates to `address` bytes, more than a block */
+
+#define CACHE 8 /* decompressed blocks kept per table (all access under the GIL) */
 
 /* ------------------------------------------------------------------------------ MurmurHash3 */
 static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
@@ -138,15 +145,24 @@ typedef struct {
     const uint8_t *im, *lm;
     uint64_t cap, max_disp, end, mask;
     uint32_t seed;
-    int hsize, asize, ss, bits, compressed;
+    uint64_t block_size;
+    int hsize, asize, ss, bits, compressed; /* compressed: 0 none, 1 snappy, 2 zstd */
     PyObject *on_error;  /* on_error(code, offset, address): raises the typed error */
     PyObject *as_bytes;  /* as_bytes(key) -> bytes, or raises KvStoreError */
-    PyObject *block_for; /* block_for(block offset) -> decompressed block (compressed logs) */
+    PyObject *block_for; /* block_for(block offset, start, stop) -> decompressed block */
     PyObject *slow;      /* slow(address, key) -> bytes | None: the general Python path */
+    PyObject *snappy;    /* a thread-safe snappy uncompress(bytes) -> bytes, or None */
+    uint64_t cache_pos[CACHE];
+    PyObject *cache_data[CACHE];
+    int cache_next;
 } Table;
 
 static int fail(Table *t, int code, uint64_t offset, uint64_t addr)
 {
+    if (t->on_error == NULL) {
+        PyErr_SetString(PyExc_ValueError, "kvstore lookup table is not initialised");
+        return -1;
+    }
     PyObject *r = PyObject_CallFunction(t->on_error, "iKK", code, (unsigned long long)offset,
                                         (unsigned long long)addr);
     Py_XDECREF(r);
@@ -230,11 +246,60 @@ static int call_slow(Table *t, uint64_t addr, PyObject *keyobj, PyObject **value
 static int entry_compressed(Table *t, uint64_t addr, const uint8_t *key, Py_ssize_t klen, PyObject *keyobj,
                             PyObject **value)
 {
-    uint64_t n = addr & t->mask, i, p = 0, a, b, len;
-    PyObject *block = PyObject_CallFunction(t->block_for, "K", (unsigned long long)(addr >> t->bits));
+    uint64_t n = addr & t->mask, i, p = 0, a, b, len, pos = addr >> t->bits, start, size, end = t->end;
+    PyObject *block;
     int result = -1;
-    if (block == NULL)
-        return -1;
+    /* the block header: vlq(compressed size), then the compressed bytes */
+    if (pos < LOG_HEADER || pos >= end)
+        return fail(t, E_BLOCK_OUTSIDE, pos, addr);
+    start = pos;
+    if (read_vlq(t->lm, &start, end, &size) || size == 0 || size > end - start)
+        return fail(t, E_BLOCK_LENGTH, pos, start > pos ? size : 0);
+    if (t->compressed == 1) { /* refuse a snappy block that declares more than a block, before inflating */
+        uint64_t q = start, declared;
+        if (read_vlq(t->lm, &q, start + size, &declared) || declared > t->block_size ||
+            declared > 32 * size + 64)
+            return fail(t, E_SNAPPY_SIZE, pos, q > start ? declared : 0);
+    }
+    block = NULL;
+    for (i = 0; i < CACHE; i++) {
+        if (t->cache_data[i] != NULL && t->cache_pos[i] == pos) {
+            block = t->cache_data[i];
+            Py_INCREF(block);
+            break;
+        }
+    }
+    if (block == NULL) {
+        if (t->compressed == 1 && t->snappy != Py_None) { /* stateless: called directly */
+            PyObject *raw = PyBytes_FromStringAndSize((const char *)t->lm + start, (Py_ssize_t)size);
+            if (raw == NULL)
+                return -1;
+            block = PyObject_CallOneArg(t->snappy, raw);
+            Py_DECREF(raw);
+            if (block == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception))
+                    return -1;
+                PyErr_Clear();
+                return fail(t, E_SNAPPY_BAD, pos, 0);
+            }
+            if (PyBytes_Check(block) && (uint64_t)PyBytes_GET_SIZE(block) > t->block_size) {
+                uint64_t got = (uint64_t)PyBytes_GET_SIZE(block);
+                Py_DECREF(block);
+                return fail(t, E_INFLATED, pos, got);
+            }
+        } else { /* zstd: Python holds a decompression context per thread */
+            block = PyObject_CallFunction(t->block_for, "KKK", (unsigned long long)pos,
+                                          (unsigned long long)start, (unsigned long long)(start + size));
+            if (block == NULL)
+                return -1;
+        }
+        if (PyBytes_Check(block)) {
+            Py_INCREF(block);
+            Py_XSETREF(t->cache_data[t->cache_next], block);
+            t->cache_pos[t->cache_next] = pos;
+            t->cache_next = (t->cache_next + 1) % CACHE;
+        }
+    }
     if (!t->live) {
         Py_DECREF(block);
         return fail(t, E_CLOSED, 0, 0);
@@ -302,6 +367,11 @@ static PyObject *lookup(Table *t, const uint8_t *key, Py_ssize_t klen, PyObject 
         if (addr == 0)
             break;
         if (h2 == hv) {
+            if (!t->compressed && addr < t->end && t->end - addr > 128) {
+                /* an entry spans 2-3 cache lines: ask for all of them at once */
+                __builtin_prefetch(t->lm + addr + 64);
+                __builtin_prefetch(t->lm + addr + 128);
+            }
             if (t->compressed)
                 rc = entry_compressed(t, addr, key, klen, keyobj, &value);
             else
@@ -351,19 +421,99 @@ static PyObject *Table_get(Table *t, PyObject *key) { return get_one(t, key); }
 
 #define BATCH 16
 
+typedef struct {
+    uint64_t addr; /* the home slot's address when its hash matches, else 0 */
+    uint64_t hv;
+    Py_ssize_t i;
+} Pending;
+
+static int by_address(const void *x, const void *y)
+{
+    const Pending *a = x, *b = y;
+    if (a->addr != b->addr)
+        return a->addr < b->addr ? -1 : 1;
+    return a->i < b->i ? -1 : (a->i > b->i);
+}
+
+/* Compressed logs: look the keys up in the order of the address in their home slot, so keys in
+   one block follow each other and the block is decompressed once (the per-thread block cache). */
+static PyObject *get_many_compressed(Table *t, PyObject *keys, PyObject *out)
+{
+    Py_ssize_t n = PyList_GET_SIZE(keys), j;
+    Pending *order = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Pending));
+    if (order == NULL) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    for (j = 0; j < n; j++) {
+        PyObject *k = PyList_GET_ITEM(keys, j);
+        order[j].i = j;
+        order[j].addr = 0;
+        order[j].hv = 0;
+        if (PyBytes_CheckExact(k)) {
+            uint64_t h2, addr;
+            order[j].hv = hash_key(t, (const uint8_t *)PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k));
+            read_slot(t, order[j].hv % t->cap, &h2, &addr);
+            if (h2 == order[j].hv)
+                order[j].addr = addr;
+        }
+    }
+    qsort(order, (size_t)n, sizeof(Pending), by_address);
+    for (j = 0; j < n; j++) {
+        PyObject *k = PyList_GET_ITEM(keys, order[j].i), *v;
+        if (!t->live) {
+            fail(t, E_CLOSED, 0, 0);
+            goto error;
+        }
+        if (PyBytes_CheckExact(k))
+            v = lookup(t, (const uint8_t *)PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k), k, order[j].hv);
+        else
+            v = get_one(t, k);
+        if (v == NULL)
+            goto error;
+        PyList_SET_ITEM(out, order[j].i, v);
+    }
+    PyMem_Free(order);
+    return out;
+error:
+    PyMem_Free(order);
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* get_many(list) -> list: batches of 16 keys are hashed first and their home slots prefetched,
    then the entries their home slots point to, so the cache misses of a batch overlap. */
+static PyObject *get_many_list(Table *t, PyObject *keys);
+
 static PyObject *Table_get_many(Table *t, PyObject *keys)
 {
     if (!PyList_Check(keys)) {
         PyErr_SetString(PyExc_TypeError, "get_many expects a list");
         return NULL;
     }
+    /* our own copy: callbacks run Python code, another thread could resize the caller's list */
+    PyObject *own = PyList_GetSlice(keys, 0, PyList_GET_SIZE(keys));
+    if (own == NULL)
+        return NULL;
+    PyObject *out = get_many_list(t, own);
+    Py_DECREF(own);
+    return out;
+}
+
+static PyObject *get_many_list(Table *t, PyObject *keys)
+{
     Py_ssize_t n = PyList_GET_SIZE(keys), i, j, stop;
     PyObject *out = PyList_New(n);
     uint64_t hv[BATCH];
     if (out == NULL)
         return NULL;
+    if (!t->live) {
+        Py_DECREF(out);
+        fail(t, E_CLOSED, 0, 0);
+        return NULL;
+    }
+    if (t->compressed)
+        return get_many_compressed(t, keys, out);
     for (i = 0; i < n; i += BATCH) {
         if (!t->live) {
             fail(t, E_CLOSED, 0, 0);
@@ -377,14 +527,19 @@ static PyObject *Table_get_many(Table *t, PyObject *keys)
                 __builtin_prefetch(t->im + HASH_HEADER + (hv[j - i] % t->cap) * (uint64_t)t->ss);
             }
         }
-        if (!t->compressed) {
+        {
             for (j = i; j < stop; j++) {
                 PyObject *k = PyList_GET_ITEM(keys, j);
                 if (PyBytes_CheckExact(k)) {
                     uint64_t h2, addr;
                     read_slot(t, hv[j - i] % t->cap, &h2, &addr);
-                    if (h2 == hv[j - i] && addr >= LOG_HEADER && addr < t->end)
+                    if (h2 == hv[j - i] && addr >= LOG_HEADER && addr < t->end) {
                         __builtin_prefetch(t->lm + addr);
+                        if (t->end - addr > 128) {
+                            __builtin_prefetch(t->lm + addr + 64);
+                            __builtin_prefetch(t->lm + addr + 128);
+                        }
+                    }
                 }
             }
         }
@@ -413,6 +568,8 @@ static void release_buffers(Table *t)
         PyBuffer_Release(&t->lb);
         t->im = t->lm = NULL;
     }
+    for (int i = 0; i < CACHE; i++)
+        Py_CLEAR(t->cache_data[i]);
 }
 
 static PyObject *Table_release(Table *t, PyObject *Py_UNUSED(ignored))
@@ -424,31 +581,34 @@ static PyObject *Table_release(Table *t, PyObject *Py_UNUSED(ignored))
 static int Table_init(Table *t, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"index", "log", "capacity", "hash_size", "address_size", "seed",
-                             "max_displacement", "data_end", "entry_block_bits", "compressed",
-                             "on_error", "as_bytes", "block_for", "slow", NULL};
-    unsigned long long cap, max_disp, end;
+                             "max_displacement", "data_end", "entry_block_bits", "compression",
+                             "block_size", "on_error", "as_bytes", "block_for", "slow", "snappy", NULL};
+    unsigned long long cap, max_disp, end, block_size;
     unsigned long seed;
     int hsize, asize, bits, compressed;
-    PyObject *on_error, *as_bytes, *block_for, *slow;
+    PyObject *on_error, *as_bytes, *block_for, *slow, *snappy;
     Py_buffer ib, lb;
     if (t->live) {
         PyErr_SetString(PyExc_RuntimeError, "Table already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*KiikKKipOOOO", kwlist, &ib, &lb, &cap, &hsize, &asize,
-                                     &seed, &max_disp, &end, &bits, &compressed, &on_error, &as_bytes,
-                                     &block_for, &slow))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*KiikKKiiKOOOOO", kwlist, &ib, &lb, &cap, &hsize, &asize,
+                                     &seed, &max_disp, &end, &bits, &compressed, &block_size, &on_error,
+                                     &as_bytes,
+                                     &block_for, &slow, &snappy))
         return -1;
     const char *bad = NULL;
     if ((hsize != 4 && hsize != 8) || (asize != 4 && asize != 8))
         bad = "hash and address sizes must be 4 or 8";
-    else if (cap < 1 || cap > ((uint64_t)ib.len - HASH_HEADER) / (uint64_t)(hsize + asize) ||
-             (uint64_t)ib.len < HASH_HEADER)
+    else if ((uint64_t)ib.len < HASH_HEADER || cap < 1 ||
+             cap > ((uint64_t)ib.len - HASH_HEADER) / (uint64_t)(hsize + asize))
         bad = "index buffer too small for its capacity";
     else if (end < LOG_HEADER || end > (uint64_t)lb.len)
         bad = "data_end outside the log buffer";
     else if (bits < 0 || bits > 31)
         bad = "entry_block_bits out of range";
+    else if (compressed < 0 || compressed > 2)
+        bad = "compression must be 0, 1 or 2";
     else if (seed > 0xffffffffUL)
         bad = "seed must fit 32 bits";
     if (bad) {
@@ -471,10 +631,13 @@ static int Table_init(Table *t, PyObject *args, PyObject *kwds)
     t->bits = bits;
     t->mask = ((uint64_t)1 << bits) - 1;
     t->compressed = compressed;
+    t->block_size = block_size;
     Py_INCREF(on_error);
     Py_INCREF(as_bytes);
     Py_INCREF(block_for);
     Py_INCREF(slow);
+    Py_INCREF(snappy);
+    Py_XSETREF(t->snappy, snappy);
     Py_XSETREF(t->on_error, on_error);
     Py_XSETREF(t->as_bytes, as_bytes);
     Py_XSETREF(t->block_for, block_for);
@@ -489,6 +652,7 @@ static int Table_traverse(Table *t, visitproc visit, void *arg)
     Py_VISIT(t->as_bytes);
     Py_VISIT(t->block_for);
     Py_VISIT(t->slow);
+    Py_VISIT(t->snappy);
     return 0;
 }
 
@@ -498,6 +662,9 @@ static int Table_clear(Table *t)
     Py_CLEAR(t->as_bytes);
     Py_CLEAR(t->block_for);
     Py_CLEAR(t->slow);
+    Py_CLEAR(t->snappy);
+    for (int i = 0; i < CACHE; i++)
+        Py_CLEAR(t->cache_data[i]);
     return 0;
 }
 
@@ -530,7 +697,7 @@ static PyTypeObject TableType = {
 };
 
 /* ------------------------------------------------------------------------------ module */
-static PyObject *py_murmur32(PyObject *self, PyObject *args)
+static PyObject *py_murmur32(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer b;
     unsigned long seed;
@@ -541,7 +708,7 @@ static PyObject *py_murmur32(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLong(h);
 }
 
-static PyObject *py_murmur64(PyObject *self, PyObject *args)
+static PyObject *py_murmur64(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer b;
     unsigned long seed;
@@ -560,6 +727,7 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef fastget_module = {
     PyModuleDef_HEAD_INIT, "_fastget", "Sparkey hash lookups in C for backbeat.kvstore.", -1, module_methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__fastget(void)

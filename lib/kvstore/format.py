@@ -325,6 +325,16 @@ class SnappyCodec(Codec):
             raise RuntimeError("libsnappy failed to compress a block")
         return out.raw[: size.value]
 
+    def unchecked_decompressor(self) -> Callable[[bytes], bytes]:
+        """Plain snappy decompression, for callers that checked the declared size themselves
+        (the C lookup does, before handing the block over)."""
+        try:
+            import pysnappy
+
+            return pysnappy.uncompress
+        except ImportError:  # pragma: no cover - pysnappy is a declared dependency
+            return self._snappy.decompress
+
     def decompressor(self, block_size: int) -> Callable[[bytes], bytes]:
         """A block decompressor that refuses blocks declaring more than ``block_size`` bytes
         (before allocating anything). Uses pysnappy (Google's snappy, the fastest from Python)

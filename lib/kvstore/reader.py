@@ -5,6 +5,10 @@ single copy of its pages in memory. A :class:`Reader` may be used by many thread
 state is read-only except a per-thread decompression context and a small per-thread block cache.
 Every offset read from a file is bounds-checked first, so a damaged file raises
 :class:`~backbeat.kvstore.errors.CorruptFileError` (file and offset) instead of a wrong value.
+
+Lookups run in the C extension ``backbeat.kvstore._fastget`` when it is built (one C call per
+``get``; ``get_many`` in one call); otherwise, or with ``BACKBEAT_KVSTORE_PURE=1``, in the pure-Python
+closures below, which give the same answers and the same errors.
 """
 
 from __future__ import annotations
@@ -72,6 +76,73 @@ class Reader:
                 self.index_path, 84, f"max displacement {self.header.max_displacement} >= capacity"
             )
         self.get = self._make_get()  # type: ignore[method-assign]
+        self._fast = self._make_fast()
+        if self._fast is not None:
+            self.get = self._fast.get  # type: ignore[method-assign]
+
+    @property
+    def accelerated(self) -> bool:
+        """True when lookups run in the C extension ``backbeat.kvstore._fastget``."""
+        return self._fast is not None
+
+    def _make_fast(self) -> Any:
+        """The C lookup table over both mappings, or None (extension not built, or
+        ``BACKBEAT_KVSTORE_PURE=1``): then the pure-Python closures below serve."""
+        if os.environ.get("BACKBEAT_KVSTORE_PURE", "") not in ("", "0"):
+            return None
+        fastget = _fastget()
+        if fastget is None:
+            return None
+        h = self.header
+        tl = self._local
+        new_local = self._thread_local
+        log = self._log
+        lm = self._lm
+        log_path = self.log_path
+        block_size = log.block_size
+        name = log.codec.name
+        ctype = log.header.compression_type
+
+        def block_for(pos: int, start: int, stop: int) -> bytes:
+            """Decompress the block at ``pos`` (compressed bytes ``[start, stop)``, bounds checked
+            in C) with this thread's context (zstd contexts are not thread-safe). The C table
+            keeps the last blocks; snappy blocks it decompresses itself (stateless)."""
+            try:
+                local = tl.v
+            except AttributeError:
+                local = new_local()
+            try:
+                data = local.decompress(lm[start:stop])
+            except Exception as exc:
+                raise CorruptFileError(log_path, pos, f"corrupt {name} block: {exc}") from None
+            if len(data) > block_size:
+                raise CorruptFileError(
+                    log_path,
+                    pos,
+                    f"bad block length: block inflates to {len(data)} > block size {block_size}",
+                )
+            return data
+
+        snappy = log.codec.unchecked_decompressor() if ctype == 1 else None  # type: ignore[attr-defined]
+
+        return fastget.Table(
+            self._im,
+            self._lm,
+            h.hash_capacity,
+            h.hash_size,
+            h.address_size,
+            h.hash_seed,
+            h.max_displacement,
+            self._end,
+            h.entry_block_bits,
+            ctype,
+            block_size,
+            _error_raiser(self.index_path, self.log_path, self._end),
+            as_bytes,
+            block_for,
+            self._value_slow,
+            snappy,
+        )
 
     def _open_index(self) -> None:
         try:
@@ -126,55 +197,60 @@ class Reader:
         end1 = end - 1
 
         def get(key: bytes | str) -> bytes | None:
-            if key.__class__ is not bytes:
-                key = as_bytes(key)
-            if hsize == 4:
-                hv = h32(key, seed, False)
-            else:
-                hv = h64(key, seed, True, False)[0] & mask64
-            start = base + (hv % cap) * ss
-            stop = start + window
-            if stop > limit:
-                return slow(key, hv)
-            h2, addr = slot_at(im, start)
-            if h2 == hv and not compressed and first <= addr < end1:
-                # the common case: the key sits in its home slot, one-byte lengths
-                kl = len(key)
-                a, b = pair(lm, addr)
-                if a == kl + 1 and b < 128:
-                    s = addr + 1 + a
-                    if lm[addr + 2 : s] == key and s + b <= end:
-                        return lm[s : s + b]
-            hb = hv.to_bytes(hsize, "little")
-            p = find(hb, start, stop)
-            while p >= 0:
-                if not (p - base) % ss:
-                    (addr,) = addr_at(im, p + hsize)
-                    if compressed:
-                        value = value_compressed(addr, key) if addr else None
-                    elif first <= addr < end1:
-                        kl = len(key)
-                        a, b = pair(lm, addr)
-                        if a == kl + 1 and b < 128:
-                            s = addr + 1 + a
-                            if lm[addr + 2 : s] != key:
-                                value = None
-                            elif s + b <= end:
-                                return lm[s : s + b]
+            try:
+                if key.__class__ is not bytes:
+                    key = as_bytes(key)
+                if hsize == 4:
+                    hv = h32(key, seed, False)
+                else:
+                    hv = h64(key, seed, True, False)[0] & mask64
+                start = base + (hv % cap) * ss
+                stop = start + window
+                if stop > limit:
+                    return slow(key, hv)
+                h2, addr = slot_at(im, start)
+                if h2 == hv and not compressed and first <= addr < end1:
+                    # the common case: the key sits in its home slot, one-byte lengths
+                    kl = len(key)
+                    a, b = pair(lm, addr)
+                    if a == kl + 1 and b < 128:
+                        s = addr + 1 + a
+                        if lm[addr + 2 : s] == key and s + b <= end:
+                            return lm[s : s + b]
+                hb = hv.to_bytes(hsize, "little")
+                p = find(hb, start, stop)
+                while p >= 0:
+                    if not (p - base) % ss:
+                        (addr,) = addr_at(im, p + hsize)
+                        if compressed:
+                            value = value_compressed(addr, key) if addr else None
+                        elif first <= addr < end1:
+                            kl = len(key)
+                            a, b = pair(lm, addr)
+                            if a == kl + 1 and b < 128:
+                                s = addr + 1 + a
+                                if lm[addr + 2 : s] != key:
+                                    value = None
+                                elif s + b <= end:
+                                    return lm[s : s + b]
+                                else:
+                                    value = value_slow(addr, key)  # raises: the entry is cut off
                             else:
-                                value = value_slow(addr, key)  # raises: the entry is cut off
+                                value = value_slow(addr, key)
+                        elif addr:
+                            raise CorruptFileError(
+                                self.index_path, p, f"slot points to {addr}, outside {self.log_path}"
+                            )
                         else:
-                            value = value_slow(addr, key)
-                    elif addr:
-                        raise CorruptFileError(
-                            self.index_path, p, f"slot points to {addr}, outside {self.log_path}"
-                        )
-                    else:
-                        value = None
-                    if value is not None:
-                        return value
-                p = find(hb, p + 1, stop)
-            return None
+                            value = None
+                        if value is not None:
+                            return value
+                    p = find(hb, p + 1, stop)
+                return None
+            except ValueError:
+                if self._closed:  # the mmaps were closed under a kept reference to this method
+                    raise StoreClosedError(f"reader of {self.index_path} is closed") from None
+                raise
 
         return get
 
@@ -296,6 +372,8 @@ class Reader:
         if self._closed:
             raise StoreClosedError(f"reader of {self.index_path} is closed")
         keys = keys if isinstance(keys, list) else list(keys)
+        if self._fast is not None:
+            return self._fast.get_many(keys)
         try:
             joined = b"".join(keys)  # also proves every key is bytes-like, in one C loop
         except TypeError:
@@ -443,6 +521,8 @@ class Reader:
         if self._closed:
             return
         self._closed = True
+        if self._fast is not None:
+            self._fast.release()  # the C table holds buffer exports of both mappings
         self.__dict__.pop("_np_table", None)
         self.__dict__.pop("_np_log_view", None)
         for m in (self._im, self._lm):
@@ -467,6 +547,52 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"Reader({str(self.index_path)!r}, {str(self.log_path)!r}, entries={self.header.num_entries})"
+
+
+_FASTGET: list[Any] = []
+
+
+def _fastget() -> Any:
+    """The C extension module, or None when it is not built (loaded once per process)."""
+    if not _FASTGET:
+        try:
+            from backbeat.kvstore import _fastget as module  # type: ignore[attr-defined]
+        except ImportError:
+            module = None
+        _FASTGET.append(module)
+    return _FASTGET[0]
+
+
+def _error_raiser(index_path: Path, log_path: Path, end: int) -> Any:
+    """Turn the C lookup's error codes into the typed errors the Python path raises (no reference
+    to the reader, so the C table does not keep it alive)."""
+
+    def on_error(code: int, offset: int, addr: int) -> None:
+        if code == 1:
+            raise CorruptFileError(index_path, offset, f"slot points to {addr}, outside {log_path}")
+        if code == 2:
+            raise TruncatedFileError(log_path, addr, f"entry runs past the data end of {log_path}")
+        if code == 3:
+            raise TruncatedFileError(log_path, offset, "entry header cut off")
+        if code == 4:
+            raise CorruptFileError(log_path, offset, "length varint longer than 10 bytes")
+        if code == 5:
+            raise CorruptFileError(index_path, None, f"index points at a delete entry ({log_path} @ {addr})")
+        if code == 6:
+            raise StoreClosedError(f"reader of {index_path} is closed")
+        if code == 7:
+            raise CorruptFileError(log_path, offset, f"block offset outside the data (ends at {end})")
+        if code == 8:
+            raise CorruptFileError(log_path, offset, f"bad block length {addr} (data ends at {end})")
+        if code == 9:
+            raise CorruptFileError(log_path, offset, f"corrupt snappy block: declares {addr} bytes")
+        if code == 10:
+            raise CorruptFileError(log_path, offset, "corrupt snappy block: it does not decompress")
+        if code == 11:
+            raise CorruptFileError(log_path, offset, f"bad block length: block inflates to {addr} bytes")
+        raise CorruptFileError(index_path, offset, f"lookup failed with code {code}")  # pragma: no cover
+
+    return on_error
 
 
 def _log_path_for(index_path: Path) -> Path:

@@ -27,7 +27,9 @@ from backbeat.stack.manifest import Manifest
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 SKIP_DIRS = {"__pycache__", "tests", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
-SKIP_SUFFIXES = (".pyc", ".pyo", ".so.tmp", ".egg-info")
+# Compiled extensions built here (``*.so``, e.g. backbeat.kvstore._fastget) are never shipped: they
+# match this machine, not the Cloud Functions runtime; there the pure-Python fallbacks serve.
+SKIP_SUFFIXES = (".pyc", ".pyo", ".so", ".so.tmp", ".egg-info")
 RUNTIME_EXTRA = "gcp"  # the google clients, functions-framework and cloudevents
 # Large clients only some functions use (compute_v1 alone is ~35 MB installed): a function gets them
 # only when its manifest entry lists them under ``extra_requirements``.

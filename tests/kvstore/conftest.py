@@ -31,6 +31,22 @@ def libsnappy_or_fail() -> None:
         pytest.skip("libsnappy not installed: Snappy logs are valid but not byte-identical")
 
 
+@pytest.fixture(params=["c", "pure"], autouse=True)
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every kvstore test runs twice: lookups in the C extension ``_fastget``, and in pure Python
+    (``BACKBEAT_KVSTORE_PURE=1``, the fallback that serves where the extension is not built, e.g. in
+    Cloud Functions zips). A missing extension fails the C run: ``pip install -e .`` builds it."""
+    if request.param == "c":
+        from backbeat.kvstore.reader import _fastget
+
+        if _fastget() is None:
+            pytest.fail("backbeat.kvstore._fastget is not built: run `pip install -e .` (needs gcc)")
+        monkeypatch.delenv("BACKBEAT_KVSTORE_PURE", raising=False)
+    else:
+        monkeypatch.setenv("BACKBEAT_KVSTORE_PURE", "1")
+    return request.param
+
+
 @pytest.fixture(params=NAMES)
 def vector(request: pytest.FixtureRequest) -> dict:
     return load_vector(request.param)
