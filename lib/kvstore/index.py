@@ -6,10 +6,12 @@ Two builders produce the same kind of table, Robin Hood linear probing over
 * ``exact``: replays the log through the reference algorithm (insert with displacement stealing,
   replace on an equal key, delete with backward shift), so for the same seed the file is
   byte-identical to the C library's. Pure Python over two lists: about 1 µs per entry.
-* ``fast``: for logs without deletes or repeated keys (the bulk ``write_store`` case) it places
-  every key with numpy: sort by home slot, positions from a running maximum, wrap-around handled
-  by a second pass. Every key lands in the same slot *group* as with ``exact`` but keys that share a
-  home slot may be ordered differently, so the bytes can differ while lookups are identical.
+* ``fast``: for logs without deletes or repeated keys (the bulk ``write_store`` case) no key ever
+  needs comparing, so the same insertion rule runs compiled over two integer arrays
+  (``_placement.py``, numba): byte-identical to ``exact``. Without numba it falls back to numpy
+  packing (sort by home slot, positions from a running maximum, wrap-around by a second pass):
+  every key lands in the same slot *group* as with ``exact``, but keys that share a home slot may
+  be ordered differently, so those bytes can differ while lookups are identical.
 
 Memory is proportional to the number of keys (hash and address arrays), never to the data.
 """
@@ -54,7 +56,7 @@ def build_index(
 
     ``hash_size`` 0 picks 4 or 8 bytes like Sparkey (8 from 2**23 slots up). ``seed`` None reuses
     the seed of an existing index of the same log (as Sparkey does) or draws a random one.
-    ``method``: ``exact`` (byte-identical to the C library), ``fast`` (numpy; falls back to exact
+    ``method``: ``exact`` (byte-identical to the C library), ``fast`` (compiled; falls back to exact
     when the log has deletes or repeated keys), ``auto`` (= fast above 200,000 puts, else exact).
     ``progress(done, total)`` is called now and then while reading the log. ``tracked`` (from
     :meth:`Writer.put_many`) supplies hashes and addresses so the log need not be read back.
@@ -291,6 +293,15 @@ def _fast_table(log: LogFile, header: HashHeader, hashes: Any, addrs: Any) -> tu
         return None
     cap = header.hash_capacity
     n = len(h)
+    try:  # the reference insertion order, compiled: byte-identical to ``exact``
+        from backbeat.kvstore._placement import place
+    except ImportError:  # numba missing: numpy packing, same slot groups, maybe another order
+        place = None
+    if place is not None:
+        th, ta = place(h, a, cap)
+        header.num_entries = n
+        header.garbage_size = 0
+        return th, ta
     home = (h % np.uint64(cap)).astype(np.int64)
     order = np.argsort(home, kind="stable")  # by home slot, then log order
     home_sorted = home[order]

@@ -192,6 +192,16 @@ def test_fast_and_exact_builders_agree_on_a_large_store(tmp_path: Path) -> None:
         model = dict(pairs)
         assert fast.get_many(sample) == exact.get_many(sample) == [model.get(k) for k in sample]
     assert header.num_entries == 250_000
+    # the compiled fast builder replays the reference insertion order: the same bytes as exact
+    assert (tmp_path / "f.spi").read_bytes() == (tmp_path / "e.spi").read_bytes()
+
+
+def test_fast_builder_is_byte_identical_with_4_byte_hashes_and_collisions(tmp_path: Path) -> None:
+    k1, k2, seed = _colliding_keys()
+    pairs = sample_pairs(20_000) + [(k1, b"first"), (k2, b"second")]
+    write_store(pairs, tmp_path / "f.spl", seed=seed, method="fast", hash_size=4)
+    build_index(tmp_path / "f.spl", tmp_path / "e.spi", seed=seed, method="exact", hash_size=4)
+    assert (tmp_path / "f.spi").read_bytes() == (tmp_path / "e.spi").read_bytes()
 
 
 def test_write_store_replaces_files_atomically(tmp_path: Path) -> None:
