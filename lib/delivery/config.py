@@ -6,6 +6,8 @@ BACKBEAT_SPARK_THRESHOLD      rows above which an hour is deduplicated by the Py
 BACKBEAT_WATERMARK            backlog (default, documents-backed) | monitoring | none; see watermark.py
 BACKBEAT_BQ_DATASET           BigQuery dataset of the hourly exports (default events)
 BACKBEAT_EXPORT               record (write the load request to exports/, default) | bigquery (jobs.insert)
+BACKBEAT_HOUR_SECONDS         real seconds in one bucket "hour" (default 3600; 10..3600 for tests and
+                              benchmarks, see hours.py for the naming); grace stays in real seconds
 """
 
 from __future__ import annotations
@@ -19,6 +21,21 @@ from backbeat.errors import ConfigError
 DEAD_LETTER_TOPIC = "ingest-dead-letter"
 HOUR_CLOSED_TOPIC = "hour-closed"
 OPEN, CLOSING, CLOSED = "OPEN", "CLOSING", "CLOSED"
+
+
+def hour_seconds_from_env(env: Mapping[str, str] | None = None) -> int:
+    """``BACKBEAT_HOUR_SECONDS`` as an int in 10..3600 (ConfigError naming the value otherwise)."""
+    env = os.environ if env is None else env
+    raw = env.get("BACKBEAT_HOUR_SECONDS")
+    if raw in (None, ""):
+        return 3600
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"BACKBEAT_HOUR_SECONDS={raw!r} is not an integer") from None
+    if not 10 <= value <= 3600:
+        raise ConfigError(f"BACKBEAT_HOUR_SECONDS={raw!r} must be between 10 and 3600")
+    return value
 
 
 def events_topic(event_type: str) -> str:
@@ -36,6 +53,7 @@ class DeliveryConfig:
     divert_search_hours: int = 72
     dead_letter_topic: str = DEAD_LETTER_TOPIC
     hour_closed_topic: str = HOUR_CLOSED_TOPIC
+    hour_seconds: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DeliveryConfig:
@@ -66,4 +84,5 @@ class DeliveryConfig:
             watermark=watermark,
             bq_dataset=env.get("BACKBEAT_BQ_DATASET") or "events",
             export=export,
+            hour_seconds=hour_seconds_from_env(env),
         )

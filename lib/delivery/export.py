@@ -23,7 +23,7 @@ _JOB_ID_OK = re.compile(r"[^A-Za-z0-9_-]")
 
 def job_id(event_type: str, hour: str, manifest_sha256: str) -> str:
     """``backbeat_<type>_<YYYYMMDDHH>_<sha[:20]>`` (BigQuery job ids: letters, digits, _ and -)."""
-    stamp = H.hour_start(hour).strftime("%Y%m%d%H")
+    stamp = H.key_time(hour).strftime("%Y%m%d%H")
     return _JOB_ID_OK.sub("_", f"backbeat_{event_type}_{stamp}_{manifest_sha256[:20]}")
 
 
@@ -40,7 +40,7 @@ def load_request(
     """The jobs.insert body for one closed hour."""
     if not parts:
         raise ValueError(f"{event_type} {hour}: nothing to export (no parts)")
-    stamp = H.hour_start(hour).strftime("%Y%m%d%H")
+    stamp = H.key_time(hour).strftime("%Y%m%d%H")
     return {
         "jobReference": {
             "projectId": project,

@@ -136,13 +136,13 @@ def make_events(
     """``count`` events of one type received from ``start`` over ``spread_s`` seconds (clamped to
     ``start``'s hour); a ``late_rate`` share is stamped one hour earlier (a client that held them)."""
     start = H.utc(start)
-    room = (H.floor_hour(start) + H.HOUR - start).total_seconds() - 0.001
+    room = (H.floor_hour(start) + H.bucket_length() - start).total_seconds() - 0.001
     spread = max(0.0, min(spread_s, room))
     out = []
     for _ in range(count):
         at = start + timedelta(seconds=rng.uniform(0, spread) if spread else 0)
         if late_rate and rng.random() < late_rate:
-            at -= H.HOUR
+            at -= H.bucket_length()
         rec = {
             "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "received_at": H.to_micros(at),
