@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import random
 import tempfile
@@ -167,16 +168,58 @@ def bench_dedupe(files: int, spark: bool) -> dict[str, float]:
     return out
 
 
-def bench_stack(messages: int) -> dict[str, float]:
-    """Through the ``backbeat up`` stack: producer -> Pub/Sub emulator -> push -> functions-framework
-    ingest (8 threads) -> fake-gcs + Firestore emulator; then close_bucket -> dedupe latency."""
+@contextlib.contextmanager
+def _delivery_stack(tmp: str, project: str, env_extra: dict[str, str], tweak=None):
+    """``backbeat up`` with the delivery functions of the real manifest (``tweak(raw)`` may edit it),
+    yielding ``(client env, relay url)``; ``backbeat down`` runs whatever happens."""
     import json
     import os
     import subprocess
     import sys
-    import urllib.request
 
     import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((repo / "functions" / "manifest.yaml").read_text())
+    keep = ("ingest", "ingest_dead_letters", "close_bucket", "dedupe")
+    raw["functions"] = {k: v for k, v in raw["functions"].items() if k in keep}
+    for fn in raw["functions"].values():
+        fn["source"] = str(repo / fn["source"])
+    raw["event_types"]["schemas_dir"] = str(repo / raw["event_types"]["schemas_dir"])
+    if tweak is not None:
+        tweak(raw)
+    manifest = Path(tmp) / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKBEAT_") and "EMULATOR" not in k}
+    env.update(BACKBEAT_PROJECT=project, **env_extra)
+    cli = [sys.executable, "-m", "backbeat.cli"]
+    data = Path(tmp) / "data"
+    up = subprocess.run(
+        [*cli, "up", "--manifest", str(manifest), "--data-dir", str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if up.returncode != 0:
+        raise SystemExit(f"backbeat up failed: {up.stderr[-2000:]}")
+    try:
+        state = json.loads((data / "stack" / "state.json").read_text())
+        client = dict(state["env"], BACKBEAT_BACKEND="gcp", BACKBEAT_PROJECT=project)
+        os.environ.update(client)
+        relay = next(p for p in state["pieces"] if p["name"] == "push relay + scheduler")["url"]
+        yield client, relay
+    finally:
+        subprocess.run(
+            [*cli, "down", "--data-dir", str(data)], env=env, capture_output=True, timeout=120, check=False
+        )
+
+
+def bench_stack(messages: int) -> dict[str, float]:
+    """Through the ``backbeat up`` stack: producer -> Pub/Sub emulator -> push -> functions-framework
+    ingest (8 threads) -> fake-gcs + Firestore emulator; then close_bucket -> dedupe latency."""
+    import urllib.request
 
     from backbeat.cloud import connect
     from backbeat.delivery import hours as H
@@ -185,73 +228,42 @@ def bench_stack(messages: int) -> dict[str, float]:
     from backbeat.delivery.watermark import BacklogWatermark
     from backbeat.settings import Settings
 
-    repo = Path(__file__).resolve().parents[1]
-    out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = yaml.safe_load((repo / "functions" / "manifest.yaml").read_text())
-        keep = ("ingest", "ingest_dead_letters", "close_bucket", "dedupe")
-        raw["functions"] = {k: v for k, v in raw["functions"].items() if k in keep}
-        for fn in raw["functions"].values():
-            fn["source"] = str(repo / fn["source"])
-        raw["event_types"]["schemas_dir"] = str(repo / raw["event_types"]["schemas_dir"])
+    def tweak(raw: dict) -> None:
         raw["functions"]["close_bucket"]["trigger"]["schedule"] = "0 0 1 1 *"
         raw["functions"]["ingest"]["max_instances"] = 8
-        manifest = Path(tmp) / "manifest.yaml"
-        manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKBEAT_") and "EMULATOR" not in k}
-        env.update(BACKBEAT_PROJECT="bench-stack", BACKBEAT_GRACE_S="0")
-        cli = [sys.executable, "-m", "backbeat.cli"]
-        data = Path(tmp) / "data"
-        up = subprocess.run(
-            [*cli, "up", "--manifest", str(manifest), "--data-dir", str(data)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+
+    out: dict[str, float] = {}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _delivery_stack(tmp, "bench-stack", {"BACKBEAT_GRACE_S": "0"}, tweak) as (client, relay),
+    ):
+        settings = Settings.from_env(client)
+        platform = connect(settings)
+        reg = default_registry()
+        producer = Producer(
+            platform.bus, reg, watermark=BacklogWatermark(platform.documents), batch_size=1000
         )
-        if up.returncode != 0:
-            raise SystemExit(f"backbeat up failed: {up.stderr[-2000:]}")
-        try:
-            state = json.loads((data / "stack" / "state.json").read_text())
-            client = dict(state["env"], BACKBEAT_BACKEND="gcp", BACKBEAT_PROJECT="bench-stack")
-            os.environ.update(client)
-            relay = next(p for p in state["pieces"] if p["name"] == "push relay + scheduler")["url"]
-            settings = Settings.from_env(client)
-            platform = connect(settings)
-            reg = default_registry()
-            producer = Producer(
-                platform.bus, reg, watermark=BacklogWatermark(platform.documents), batch_size=1000
-            )
-            hour = "2026-06-01T12"
-            envs = []
-            for _, events in _messages(messages, hour, 3):
-                envs += producer.envelopes("play", events)
-            producer.publish_envelope(envs[0])
-            while platform.documents.query("backlog"):
-                time.sleep(0.1)
-            t = time.perf_counter()
-            for envelope in envs[1:]:
-                producer.publish_envelope(envelope)
-            while platform.documents.query("backlog"):
-                time.sleep(0.05)
-            out["stack_ingest"] = (len(envs) - 1) * 1000 / (time.perf_counter() - t)
-            t = time.perf_counter()
-            req = urllib.request.Request(relay + "/tick/close_bucket", data=b"", method="POST")
-            urllib.request.urlopen(req, timeout=30).read()
-            while platform.blobs.stat(settings.events_bucket, H.success_name("play", hour)) is None:
-                time.sleep(0.05)
-            out["close_to_success_s"] = time.perf_counter() - t
-            out["stack_rows"] = len(envs) * 1000
-            platform.close()
-        finally:
-            subprocess.run(
-                [*cli, "down", "--data-dir", str(data)],
-                env=env,
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
+        hour = "2026-06-01T12"
+        envs = []
+        for _, events in _messages(messages, hour, 3):
+            envs += producer.envelopes("play", events)
+        producer.publish_envelope(envs[0])
+        while platform.documents.query("backlog"):
+            time.sleep(0.1)
+        t = time.perf_counter()
+        for envelope in envs[1:]:
+            producer.publish_envelope(envelope)
+        while platform.documents.query("backlog"):
+            time.sleep(0.05)
+        out["stack_ingest"] = (len(envs) - 1) * 1000 / (time.perf_counter() - t)
+        t = time.perf_counter()
+        req = urllib.request.Request(relay + "/tick/close_bucket", data=b"", method="POST")
+        urllib.request.urlopen(req, timeout=30).read()
+        while platform.blobs.stat(settings.events_bucket, H.success_name("play", hour)) is None:
+            time.sleep(0.05)
+        out["close_to_success_s"] = time.perf_counter() - t
+        out["stack_rows"] = len(envs) * 1000
+        platform.close()
     return out
 
 
@@ -263,15 +275,11 @@ def bench_scaled(hour_seconds: int, grace_s: float, n_hours: int, tick_every_s: 
     (hour end + grace) to its ``_SUCCESS`` being visible in the bucket; then lost/duplicate ids."""
     import io
     import json
-    import os
-    import subprocess
-    import sys
     import threading
     import urllib.request
     from collections import Counter
 
     import fastavro
-    import yaml
 
     from backbeat.cloud import connect
     from backbeat.delivery import hours as H
@@ -282,40 +290,13 @@ def bench_scaled(hour_seconds: int, grace_s: float, n_hours: int, tick_every_s: 
     from backbeat.settings import Settings
 
     H.set_hour_seconds(hour_seconds)
-    repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = yaml.safe_load((repo / "functions" / "manifest.yaml").read_text())
-        keep = ("ingest", "ingest_dead_letters", "close_bucket", "dedupe")
-        raw["functions"] = {k: v for k, v in raw["functions"].items() if k in keep}
-        for fn in raw["functions"].values():
-            fn["source"] = str(repo / fn["source"])
-        raw["event_types"]["schemas_dir"] = str(repo / raw["event_types"]["schemas_dir"])
-        manifest = Path(tmp) / "manifest.yaml"
-        manifest.write_text(yaml.safe_dump(raw, sort_keys=False))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKBEAT_") and "EMULATOR" not in k}
-        env.update(
-            BACKBEAT_PROJECT="bench-scaled",
-            BACKBEAT_GRACE_S=str(grace_s),
-            BACKBEAT_HOUR_SECONDS=str(hour_seconds),
-        )
-        cli = [sys.executable, "-m", "backbeat.cli"]
-        data = Path(tmp) / "data"
-        up = subprocess.run(
-            [*cli, "up", "--manifest", str(manifest), "--data-dir", str(data)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if up.returncode != 0:
-            raise SystemExit(f"backbeat up failed: {up.stderr[-2000:]}")
-        stop = threading.Event()
+    stop = threading.Event()
+    env_extra = {"BACKBEAT_GRACE_S": str(grace_s), "BACKBEAT_HOUR_SECONDS": str(hour_seconds)}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _delivery_stack(tmp, "bench-scaled", env_extra) as (client, relay),
+    ):
         try:
-            state = json.loads((data / "stack" / "state.json").read_text())
-            client = dict(state["env"], BACKBEAT_BACKEND="gcp", BACKBEAT_PROJECT="bench-scaled")
-            os.environ.update(client)
-            relay = next(p for p in state["pieces"] if p["name"] == "push relay + scheduler")["url"]
             settings = Settings.from_env(client)
             bucket = settings.events_bucket
             platform = connect(settings)
@@ -396,13 +377,6 @@ def bench_scaled(hour_seconds: int, grace_s: float, n_hours: int, tick_every_s: 
             platform.close()
         finally:
             stop.set()
-            subprocess.run(
-                [*cli, "down", "--data-dir", str(data)],
-                env=env,
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
             H.set_hour_seconds(None)
     return {
         "hours": hours,
