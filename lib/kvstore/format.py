@@ -48,6 +48,21 @@ _HASH_STRUCT = struct.Struct("<IIIIIQQQQQQIIQQIQQ")
 assert _LOG_STRUCT.size == LOG_HEADER_SIZE and _HASH_STRUCT.size == HASH_HEADER_SIZE
 
 
+def _check_magic(
+    data: bytes | memoryview, path: object, magic_expected: int, header_size: int, what: str, ext: str
+) -> None:
+    """The first checks of either header: long enough, the right magic number, the whole header."""
+    if len(data) < 4:
+        raise TruncatedFileError(path, 0, f"file is {len(data)} bytes, too short for a Sparkey {what}")
+    (magic,) = struct.unpack_from("<I", data, 0)
+    if magic != magic_expected:
+        raise CorruptFileError(
+            path, 0, f"wrong magic number 0x{magic:08x}: not a Sparkey {what} (.{ext}) file"
+        )
+    if len(data) < header_size:
+        raise TruncatedFileError(path, len(data), f"{what} header needs {header_size} bytes")
+
+
 @dataclass
 class LogHeader:
     file_identifier: int = 0
@@ -87,15 +102,7 @@ class LogHeader:
     @classmethod
     def unpack(cls, data: bytes | memoryview, path: object, file_size: int) -> LogHeader:
         """Parse and sanity-check a log header; errors name the file and the field's offset."""
-        if len(data) < 4:
-            raise TruncatedFileError(path, 0, f"file is {len(data)} bytes, too short for a Sparkey log")
-        (magic,) = struct.unpack_from("<I", data, 0)
-        if magic != LOG_MAGIC:
-            raise CorruptFileError(
-                path, 0, f"wrong magic number 0x{magic:08x}: not a Sparkey log (.spl) file"
-            )
-        if len(data) < LOG_HEADER_SIZE:
-            raise TruncatedFileError(path, len(data), f"log header needs {LOG_HEADER_SIZE} bytes")
+        _check_magic(data, path, LOG_MAGIC, LOG_HEADER_SIZE, "log", "spl")
         values = _LOG_STRUCT.unpack_from(data, 0)
         major, minor = values[1], values[2]
         if major != LOG_MAJOR or minor > LOG_MINOR:
@@ -151,15 +158,7 @@ class HashHeader:
 
     @classmethod
     def unpack(cls, data: bytes | memoryview, path: object, file_size: int) -> HashHeader:
-        if len(data) < 4:
-            raise TruncatedFileError(path, 0, f"file is {len(data)} bytes, too short for a Sparkey index")
-        (magic,) = struct.unpack_from("<I", data, 0)
-        if magic != HASH_MAGIC:
-            raise CorruptFileError(
-                path, 0, f"wrong magic number 0x{magic:08x}: not a Sparkey index (.spi) file"
-            )
-        if len(data) < HASH_HEADER_SIZE:
-            raise TruncatedFileError(path, len(data), f"index header needs {HASH_HEADER_SIZE} bytes")
+        _check_magic(data, path, HASH_MAGIC, HASH_HEADER_SIZE, "index", "spi")
         values = _HASH_STRUCT.unpack_from(data, 0)
         major, minor = values[1], values[2]
         if major != HASH_MAJOR or minor != HASH_MINOR:
