@@ -246,8 +246,12 @@ class Compute(Protocol):
 
 @runtime_checkable
 class Dataproc(Protocol):
-    """The Dataproc calls the cluster manager and the dag templates need; adapters come with those
-    issues. Job ids are chosen by the caller so a resubmission is idempotent."""
+    """The Dataproc calls the cluster manager, the dag templates and the dedupe Spark path need.
+    Requests and answers are plain dicts with ``google.cloud.dataproc_v1`` field names (snake_case,
+    enums as names: ``{"status": {"state": "DONE"}}``). Job and batch ids are chosen by the caller so a
+    resubmission is idempotent: the same ``request_id`` returns the first job, another submission of
+    an existing id raises AlreadyExists. Adapters: ``gcp_dataproc`` (google-cloud-dataproc),
+    ``local_dataproc`` (runs PySpark jobs in subprocesses), ``backbeat.dag.dataproc_sim``."""
 
     def create_cluster(self, project: str, region: str, cluster: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -263,6 +267,13 @@ class Dataproc(Protocol):
 
     def get_job(self, project: str, region: str, job_id: str) -> dict[str, Any]: ...
 
+    def create_batch(
+        self, project: str, region: str, batch: Mapping[str, Any], batch_id: str, request_id: str = ""
+    ) -> dict[str, Any]:
+        """A Dataproc Serverless batch (``pyspark_batch``...); returns it as created."""
+
+    def get_batch(self, project: str, region: str, batch_id: str) -> dict[str, Any]: ...
+
 
 # ------------------------------------------------------------------------------------ the platform
 @dataclass
@@ -273,9 +284,10 @@ class Platform:
     documents: Documents
     bus: Bus
     backend: str = "local"
+    dataproc: Dataproc | None = None  # optional: the dedupe Spark path submits through it when configured
 
     def close(self) -> None:
-        for part in (self.bus, self.documents, self.blobs):
+        for part in (self.dataproc, self.bus, self.documents, self.blobs):
             close = getattr(part, "close", None)
             if callable(close):
                 close()

@@ -8,6 +8,20 @@ BACKBEAT_BQ_DATASET           BigQuery dataset of the hourly exports (default ev
 BACKBEAT_EXPORT               record (write the load request to exports/, default) | bigquery (jobs.insert)
 BACKBEAT_HOUR_SECONDS         real seconds in one bucket "hour" (default 3600; 10..3600 for tests and
                               benchmarks, see hours.py for the naming); grace stays in real seconds
+
+Dataproc submission of the Spark path (spark_submit.py). Unset cluster: the Spark path runs in the
+dedupe process itself (Spark local mode). Set: the hour is submitted as a PySpark job to that cluster
+through the platform's dataproc port (``gcp``: google-cloud-dataproc; ``local``: a local cluster
+that runs the job in a subprocess, see backbeat.cloud.local_dataproc).
+
+BACKBEAT_DATAPROC_CLUSTER     cluster name the dedupe jobs run on (default: unset = in-process Spark)
+BACKBEAT_DATAPROC_REGION      its region (default europe-west1)
+BACKBEAT_DATAPROC_PROJECT     its project (default: the settings' project)
+BACKBEAT_DATAPROC_STAGING     bucket for the job's code (entry script + backbeat zip, uploaded once
+                              per content hash under dataproc/); default: the events bucket
+BACKBEAT_DATAPROC_TIMEOUT_S   how long dedupe waits for the job before failing (default 480, under the
+                              function's 540 s); a re-trigger attaches to the still-running job
+BACKBEAT_DATAPROC_POLL_S      seconds between get_job polls (default 10)
 """
 
 from __future__ import annotations
@@ -54,6 +68,12 @@ class DeliveryConfig:
     dead_letter_topic: str = DEAD_LETTER_TOPIC
     hour_closed_topic: str = HOUR_CLOSED_TOPIC
     hour_seconds: int = 3600
+    dataproc_cluster: str = ""
+    dataproc_region: str = "europe-west1"
+    dataproc_project: str = ""
+    dataproc_staging: str = ""
+    dataproc_timeout_s: float = 480.0
+    dataproc_poll_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DeliveryConfig:
@@ -85,4 +105,10 @@ class DeliveryConfig:
             bq_dataset=env.get("BACKBEAT_BQ_DATASET") or "events",
             export=export,
             hour_seconds=hour_seconds_from_env(env),
+            dataproc_cluster=(env.get("BACKBEAT_DATAPROC_CLUSTER") or "").strip(),
+            dataproc_region=(env.get("BACKBEAT_DATAPROC_REGION") or "").strip() or "europe-west1",
+            dataproc_project=(env.get("BACKBEAT_DATAPROC_PROJECT") or "").strip(),
+            dataproc_staging=(env.get("BACKBEAT_DATAPROC_STAGING") or "").strip(),
+            dataproc_timeout_s=num("BACKBEAT_DATAPROC_TIMEOUT_S", 480.0),
+            dataproc_poll_s=num("BACKBEAT_DATAPROC_POLL_S", 10.0),
         )

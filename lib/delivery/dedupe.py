@@ -389,6 +389,14 @@ def dedupe_hour(
         )
     engine = force_engine or ("spark" if manifest["rows"] > config.spark_threshold_rows else "function")
     if engine == "spark":
+        from backbeat.delivery.spark_submit import DataprocTarget, submit_dedupe
+
+        settings = settings or _settings()
+        target = DataprocTarget.from_config(config, settings, bucket)
+        if target is not None:  # BACKBEAT_DATAPROC_CLUSTER: the job runs and commits on the cluster
+            return submit_dedupe(
+                platform, bucket, manifest, sha, config=config, settings=settings, target=target
+            )
         from backbeat.delivery.spark_dedupe import dedupe_hour_spark
 
         result = dedupe_hour_spark(
@@ -398,6 +406,12 @@ def dedupe_hour(
         result = _dedupe_in_function(platform, bucket, manifest, sha, registry, config)
     _finish(platform, bucket, result)
     return result
+
+
+def _settings() -> Any:
+    from backbeat.settings import get_settings
+
+    return get_settings()
 
 
 def skewed_prior(platform: Platform, bucket: str, manifest: dict[str, Any], k: int) -> set[str]:

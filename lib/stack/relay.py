@@ -16,6 +16,15 @@ local run needs the differences:
   answers 500 so the emulator redelivers, and its dead-letter policy (which the emulator honours,
   checked by the e2e test) moves the message to the dead-letter topic after
   ``max_delivery_attempts``;
+* ``deliveryAttempt``: real Pub/Sub puts it in the push body of a subscription with a dead-letter
+  policy (1 on the first delivery, then counting redeliveries), and handlers read it
+  (``backbeat.delivery.functions.message_from_event``). The emulator's *pull* response carries it, but
+  its *push* body does not (checked against gcloud's emulator 2025-06). So for routes with a
+  dead-letter policy the relay passes the body's value through when present and otherwise counts
+  the pushes it received per (subscription, message id) itself; the emulator counts the same
+  pushes, and ``tests/e2e/test_stack_deadletter.py`` checks the handler sees 1..5 and the
+  dead-letter message says ``CloudPubSubDeadLetterSourceDeliveryCount=5``. The CloudEvent carries it
+  as ``data.deliveryAttempt`` beside ``message`` and ``subscription`` (the push body's shape);
 * ``http`` functions get the raw push body, as a push subscription to an HTTPS endpoint would.
 
 ``POST /tick/<function>`` publishes a scheduler tick now (handy for trying schedule functions);
@@ -53,6 +62,8 @@ class Route:
     timeout_s: float
     bucket: str | None = None  # real bucket name, for bucket triggers
     prefix: str = ""
+    # set when the subscription has a dead-letter policy: the relay then reports deliveryAttempt
+    max_delivery_attempts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +74,11 @@ class Delivery:
     outcome: str  # delivered | failed-retry | failed-dropped | filtered
 
 
-def pubsub_cloudevent(project: str, topic: str, push: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
-    """Headers and body of the CloudEvent Eventarc sends for a Pub/Sub message."""
+def pubsub_cloudevent(
+    project: str, topic: str, push: Mapping[str, Any], delivery_attempt: int | None = None
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of the CloudEvent Eventarc sends for a Pub/Sub message (with
+    ``deliveryAttempt`` beside ``message`` when the subscription has a dead-letter policy)."""
     msg = dict(push["message"])
     message = {
         "data": msg.get("data", ""),
@@ -80,8 +94,10 @@ def pubsub_cloudevent(project: str, topic: str, push: Mapping[str, Any]) -> tupl
         "ce-time": str(message["publishTime"]),
         "content-type": "application/json",
     }
-    body = json.dumps({"message": message, "subscription": push.get("subscription", "")}).encode()
-    return headers, body
+    data: dict[str, Any] = {"message": message, "subscription": push.get("subscription", "")}
+    if delivery_attempt is not None:
+        data["deliveryAttempt"] = delivery_attempt
+    return headers, json.dumps(data).encode()
 
 
 def storage_cloudevent(push: Mapping[str, Any]) -> tuple[dict[str, str], bytes, dict[str, Any]]:
@@ -112,14 +128,51 @@ class Relay:
         self.tick = tick
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
+        # (subscription, message id) -> pushes seen so far, only for messages not yet acknowledged
+        self._attempts: dict[tuple[str, str], int] = {}
 
     def _count(self, key: str) -> None:
         with self._lock:
             self.counts[key] = self.counts.get(key, 0) + 1
 
+    def delivery_attempt(self, route: Route, push: Mapping[str, Any]) -> int | None:
+        """This push's ``deliveryAttempt`` (None when the route has no dead-letter policy, as in
+        Pub/Sub): the push body's own value when the emulator sends one, else the relay's count."""
+        if route.max_delivery_attempts is None:
+            return None
+        msg = push.get("message") or {}
+        key = (str(push.get("subscription", "")), str(msg.get("messageId") or msg.get("message_id") or ""))
+        given = push.get("deliveryAttempt")
+        with self._lock:
+            try:
+                attempt = int(given) if given is not None else self._attempts.get(key, 0) + 1
+            except (TypeError, ValueError):
+                attempt = self._attempts.get(key, 0) + 1
+            self._attempts[key] = attempt
+        return attempt
+
+    def _settled(self, route: Route, push: Mapping[str, Any], attempt: int | None, acked: bool) -> None:
+        """Forget a message's count once Pub/Sub will not push it again (acked or dead-lettered)."""
+        if attempt is None or not (acked or attempt >= (route.max_delivery_attempts or 0)):
+            return
+        msg = push.get("message") or {}
+        key = (str(push.get("subscription", "")), str(msg.get("messageId") or msg.get("message_id") or ""))
+        with self._lock:
+            if self._attempts.get(key) == attempt:  # a concurrent redelivery may have counted on
+                del self._attempts[key]
+
     def deliver(self, function: str, topic: str, push: Mapping[str, Any]) -> Delivery:
         route = self.routes[function]
+        attempt = self.delivery_attempt(route, push)
+        result = self._deliver(route, topic, push, attempt)
+        self._settled(route, push, attempt, acked=result.status < 300)
+        return result
+
+    def _deliver(self, route: Route, topic: str, push: Mapping[str, Any], attempt: int | None) -> Delivery:
+        function = route.function
         if route.signature == "http":
+            if attempt is not None:
+                push = {**push, "deliveryAttempt": attempt}
             headers, body = {"content-type": "application/json"}, json.dumps(push).encode()
         elif topic == STORAGE_ROUTE:
             headers, body, obj = storage_cloudevent(push)
@@ -132,7 +185,7 @@ class Relay:
                 self._count(f"{function}:filtered")
                 return Delivery(204, "filtered")
         else:
-            headers, body = pubsub_cloudevent(self.project, topic, push)
+            headers, body = pubsub_cloudevent(self.project, topic, push, attempt)
         req = urllib.request.Request(route.url + "/", data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=route.timeout_s) as resp:  # noqa: S310 - loopback
@@ -142,7 +195,11 @@ class Relay:
         except (urllib.error.URLError, OSError) as exc:
             code = getattr(exc, "code", None)
             log.warning(
-                "function %s failed on event %s: %s", function, headers.get("ce-id", "?"), code or exc
+                "function %s failed on event %s (attempt %s): %s",
+                function,
+                headers.get("ce-id", "?"),
+                attempt or "?",
+                code or exc,
             )
         if route.retry:
             self._count(f"{function}:failed-retry")

@@ -429,6 +429,7 @@ class LocalStack:
                 timeout_s=float(f.timeout_s),
                 bucket=buckets.get(f.trigger.bucket or ""),
                 prefix=f.trigger.prefix,
+                max_delivery_attempts=f.max_delivery_attempts if f.retry and f.dead_letter_topic else None,
             )
             for n, f in m.functions.items()
         }
@@ -450,6 +451,9 @@ class LocalStack:
 
         for dlt in sorted({f.dead_letter_topic for f in m.functions.values() if f.dead_letter_topic}):
             ps.create_subscription(f"{dlt}-sub", dlt)  # pull: dead letters stay inspectable
+        # no retry policy on the push subscriptions: the emulator then redelivers a failed push about
+        # once a second (a policy makes it slower and erratic, see PubSubRest.create_subscription), so
+        # a poison message reaches its dead-letter topic after max_delivery_attempts in seconds
         for name, fn in m.functions.items():
             dead_letter = fn.dead_letter_topic if fn.retry else None
             ack = min(600, max(10, fn.timeout_s + 5))
