@@ -297,7 +297,10 @@ def handle_dead_letter(
     if attrs.get("accounted") == "1":
         return "already-accounted"
     key = "batch-" + attrs["batch_id"] if attrs.get("batch_id") else message.message_id
-    reason = f"delivery attempts exhausted (attempt {message.delivery_attempt})"
+    # Pub/Sub records how often the source subscription tried in this attribute; the dead-letter
+    # subscription's own delivery attempt (usually 1) says nothing about the original failures
+    tries = attrs.get("CloudPubSubDeadLetterSourceDeliveryCount") or str(message.delivery_attempt)
+    reason = f"delivery attempts exhausted ({tries} attempts)"
     event_type, hour = attrs.get("type", ""), attrs.get("receive_hour", "")
     try:
         count = int(attrs.get("count", "0") or 0)

@@ -284,6 +284,9 @@ def test_ingest_poison_batch_is_dead_lettered_by_the_bus_and_its_hour_reports_it
     wait_for(closed, 60, f"the _SUCCESS of {hour}")
     s = {t: json.loads(platform.blobs.get(BUCKET, H.success_name(t, hour))) for t in sent}
     assert s["play"]["dead_letter_events"] == len(poison.event_ids) == 50
+    manifest = json.loads(platform.blobs.get(BUCKET, H.manifest_name("play", hour)))
+    reasons = [r for e in manifest["dead_letters"]["entries"] for r in e["reasons"]]
+    assert reasons == ["delivery attempts exhausted (5 attempts)"]  # the source subscription's count
     assert (s["play"]["rows_out"], s["search"]["rows_out"], s["search"]["dead_letter_events"]) == (
         150,
         200,
