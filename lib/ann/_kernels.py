@@ -210,120 +210,628 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
             out_ids[b, r] = -1
             out_d[b, r] = np.inf
 
+# ------------------------------------------------------------------------------------- building
+# The tree builder (``backbeat.ann.build``). A tree is one depth-first pass over a working copy of
+# the rows. Large segments are partitioned by moving the rows themselves, so a split streams
+# through memory sequentially; a segment of at most ``block`` rows (it fits in cache) is finished
+# by partitioning row numbers only. Cuts are at a quantile that leaves each side exactly as many
+# full leaves as it needs: about log2(n / K) levels, nearly full leaves, few nodes.
+
+_FM = {"reassoc", "contract"}
+FILL_MAX = 4  # segments needing at most this many leaves get cuts that keep leaves full
+SAMPLE_MIN = 32  # two-means sample of a small segment (larger ones: m // 16, up to n_sample)
+
 
 @njit(cache=True, nogil=True)
 def seed(value):  # pragma: no cover - compiled
     np.random.seed(value)
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def split_level(xw, order, starts, lens, w, a, zeros):  # pragma: no cover - compiled
-    """Side of every item of every segment (``a + w.x > 0``: side 1, ties at random) and an in-place
-    partition of ``order`` (side 0 first); a segment that splits more unevenly than 99:1 (duplicate
-    vectors) is split at random in two halves and its plane zeroed, as annoy falls back to."""
-    f = xw.shape[1]
-    buf = np.empty(order.shape[0], np.int64)
-    for s in range(starts.shape[0]):
-        st = starts[s]
-        ln = lens[s]
-        ws = w[s]
-        c0 = 0
-        n1 = 0
-        for p in range(st, st + ln):
-            it = order[p]
-            row = xw[it]
-            m = a[s]
-            for j in range(f):
-                m += row[j] * ws[j]
-            if m > 0 or (m == 0 and np.random.random() < 0.5):
-                buf[n1] = it
-                n1 += 1
-            else:
-                order[st + c0] = it
-                c0 += 1
-        for r in range(n1):
-            order[st + c0 + r] = buf[r]
-        if max(c0, n1) > 0.99 * ln:
-            for p in range(st + ln - 1, st, -1):  # Fisher-Yates, then halve
-                r = st + np.random.randint(0, p - st + 1)
-                order[p], order[r] = order[r], order[p]
-            c0 = ln // 2
-            for j in range(w.shape[1]):
-                w[s, j] = 0
-            a[s] = 0
-        zeros[s] = c0
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def planes(xw, order, starts, lens, cosine, sample, iterations, w, a):  # pragma: no cover - compiled
-    """Two-means hyperplane per segment from ``sample`` random members (first two distinct)."""
-    f = xw.shape[1]
-    p = np.empty((sample, f), np.float32)
-    c0 = np.empty(f, np.float32)
-    c1 = np.empty(f, np.float32)
-    s0 = np.empty(f, np.float32)
-    s1 = np.empty(f, np.float32)
-    for s in range(starts.shape[0]):
-        st = starts[s]
-        ln = lens[s]
-        i0 = np.random.randint(0, ln)
-        i1 = (i0 + 1 + np.random.randint(0, ln - 1)) % ln
-        for r in range(sample):
-            idx = i0 if r == 0 else (i1 if r == 1 else np.random.randint(0, ln))
-            row = xw[order[st + idx]]
-            for j in range(f):
-                p[r, j] = row[j]
-        for j in range(f):
-            c0[j] = p[0, j]
-            c1[j] = p[1, j]
-        for _ in range(iterations):
-            n0 = 0
-            n1 = 0
-            for j in range(f):
-                s0[j] = 0
-                s1[j] = 0
-            for r in range(sample):
-                d0 = np.float32(0.0)
-                d1 = np.float32(0.0)
-                for j in range(f):
-                    t0 = p[r, j] - c0[j]
-                    t1 = p[r, j] - c1[j]
-                    d0 += t0 * t0
-                    d1 += t1 * t1
-                if d0 <= d1:
-                    n0 += 1
-                    for j in range(f):
-                        s0[j] += p[r, j]
-                else:
-                    n1 += 1
-                    for j in range(f):
-                        s1[j] += p[r, j]
-            if n0 > 0:
-                for j in range(f):
-                    c0[j] = s0[j] / n0
-            if n1 > 0:
-                for j in range(f):
-                    c1[j] = s1[j] / n1
-            if cosine:
-                for c in (c0, c1):
-                    nrm = np.float32(0.0)
-                    for j in range(f):
-                        nrm += c[j] * c[j]
-                    if nrm > 0:
-                        nrm = np.sqrt(nrm)
-                        for j in range(f):
-                            c[j] /= nrm
-        nrm = np.float32(0.0)
-        for j in range(f):
-            w[s, j] = c1[j] - c0[j]
-            nrm += w[s, j] * w[s, j]
-        off = np.float32(0.0)
-        if nrm > 0:
-            nrm = np.sqrt(nrm)
-            for j in range(f):
-                w[s, j] /= nrm
-                off -= w[s, j] * (c0[j] + c1[j]) / 2
+@njit(cache=True, nogil=True)
+def _kth(v, n, k):  # pragma: no cover - compiled
+    """Reorder ``v[:n]`` so that ``v[k]`` is its k-th smallest (0-based), nothing larger before it."""
+    lo = 0
+    hi = n - 1
+    while lo < hi:
+        a = v[lo]
+        b = v[(lo + hi) >> 1]
+        c = v[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i = lo
+        j = hi
+        while i <= j:
+            while v[i] < pivot:
+                i += 1
+            while v[j] > pivot:
+                j -= 1
+            if i <= j:
+                v[i], v[j] = v[j], v[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
         else:
+            break
+    return v[k]
+
+
+@njit(cache=True, nogil=True)
+def _cut(v, n, k):  # pragma: no cover - compiled
+    """A threshold with ``k`` of the values ``v[:n]`` (n >= 2) below it: midway between the k-th and
+    the (k+1)-th smallest. ``v`` is reordered."""
+    k = min(max(k, 1), n - 1)
+    hi = _kth(v, n, k)
+    lo = v[0]
+    for i in range(1, k):
+        if v[i] > lo:
+            lo = v[i]
+    return 0.5 * (lo + hi)
+
+
+@njit(cache=True, nogil=True)
+def _cut_some(v, n, k, buf, exact_max):  # pragma: no cover - compiled
+    """``_cut`` exactly for up to ``exact_max`` values (the last levels, where it keeps leaves
+    full), else from an evenly spaced sample of 128 of them (a cut about 3% off the rank)."""
+    if n <= exact_max:
+        return _cut(v, n, k)
+    ns = 128
+    for r in range(ns):
+        buf[r] = v[(r * n) // ns]
+    return _cut(buf, ns, (k * ns + n // 2) // n)
+
+
+@njit(cache=True, nogil=True)
+def _choose(b, m, K, balance):  # pragma: no cover - compiled
+    """Rows for side 0 near ``b`` (where the two-means boundary falls), kept within ``balance * m``
+    of either end and, for small segments, to a count that needs no more leaves than ``m`` rows
+    need (so leaves stay nearly full)."""
+    lo_n = max(1, int(balance * m))
+    target = min(max(b, lo_n), m - lo_n)
+    leaves = max(2, (m + K - 1) // K)
+    if leaves > FILL_MAX:
+        return target
+    best = target
+    gap = m + 1
+    for l0 in range(1, leaves):
+        a0 = max(m - (leaves - l0) * K, 1)
+        b0 = min(l0 * K, m - 1)
+        if a0 > b0:
+            continue
+        cand = min(max(target, a0), b0)
+        if abs(cand - target) < gap:
+            best = cand
+            gap = abs(cand - target)
+    return best
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _normalize(v):  # pragma: no cover - compiled
+    nrm = np.float32(0.0)
+    for j in range(v.shape[0]):
+        nrm += v[j] * v[j]
+    if nrm > 0:
+        nrm = np.sqrt(nrm)
+        for j in range(v.shape[0]):
+            v[j] /= nrm
+
+
+@njit(cache=True, nogil=True, fastmath=_FM, inline="always")
+def _rowdot(xs, p, v):  # pragma: no cover - compiled
+    s = np.float32(0.0)
+    for j in range(v.shape[0]):
+        s += xs[p, j] * v[j]
+    return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row(perm, lo, r, direct):  # pragma: no cover - compiled
+    return lo + r if direct else perm[lo + r]
+
+
+@njit(cache=True, nogil=True, fastmath=_FM, inline="always")
+def _rowdot2(xs, p, v, u):  # pragma: no cover - compiled
+    s = np.float32(0.0)
+    t = np.float32(0.0)
+    for j in range(v.shape[0]):
+        x = xs[p, j]
+        s += x * v[j]
+        t += x * u[j]
+    return s, t
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _direction(xs, perm, lo, m, direct, cosine, iterations, d, c0, c1, s0, s1, smp):  # pragma: no cover
+    """Two centres ``c0``/``c1`` of ``m`` rows and the normal ``d = c1 - c0``: two random rows,
+    refined by ``iterations`` rounds of two-means on a sample of ``len(smp)`` rows (annoy's
+    heuristic, on a small sample)."""
+    f = xs.shape[1]
+    i0 = np.random.randint(0, m)
+    i1 = (i0 + 1 + np.random.randint(0, m - 1)) % m
+    r0 = _row(perm, lo, i0, direct)
+    r1 = _row(perm, lo, i1, direct)
+    for j in range(f):
+        c0[j] = xs[r0, j]
+        c1[j] = xs[r1, j]
+    ns = min(smp.shape[0], m, max(SAMPLE_MIN, m // 16)) if iterations > 0 else 0  # small segments: fewer
+    for r in range(ns):
+        src = _row(perm, lo, np.random.randint(0, m), direct)
+        for j in range(f):
+            smp[r, j] = xs[src, j]
+    for _ in range(iterations):
+        n0 = 0
+        n1 = 0
+        for j in range(f):
+            s0[j] = 0
+            s1[j] = 0
+        for r in range(ns):
+            d0 = np.float32(0.0)
+            d1 = np.float32(0.0)
             for j in range(f):
-                w[s, j] = 0
-        a[s] = 0 if cosine else off
+                t0 = smp[r, j] - c0[j]
+                t1 = smp[r, j] - c1[j]
+                d0 += t0 * t0
+                d1 += t1 * t1
+            if d0 <= d1:
+                n0 += 1
+                for j in range(f):
+                    s0[j] += smp[r, j]
+            else:
+                n1 += 1
+                for j in range(f):
+                    s1[j] += smp[r, j]
+        if n0 > 0:
+            for j in range(f):
+                c0[j] = s0[j] / n0
+        if n1 > 0:
+            for j in range(f):
+                c1[j] = s1[j] / n1
+        if cosine:
+            _normalize(c0)
+            _normalize(c1)
+    for j in range(f):
+        d[j] = c1[j] - c0[j]
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _centre(xs, perm, lo, m, direct, c):  # pragma: no cover - compiled
+    """Direction of the mean of up to 32 random rows of the segment."""
+    for j in range(c.shape[0]):
+        c[j] = 0
+    for _ in range(min(m, 32)):
+        src = _row(perm, lo, np.random.randint(0, m), direct)
+        for j in range(c.shape[0]):
+            c[j] += xs[src, j]
+    _normalize(c)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _plane(xs, perm, lo, m, direct, K, balance, cosine, iterations, w, scratch, smp, vp, vq, tmp,
+           mid, qb, qoff):  # pragma: no cover - compiled
+    """Hyperplane ``w.x + a`` of a split of ``m`` rows; returns ``a`` (0 for angular/dot, whose
+    nodes have no offset) and whether the cut is exact, in which case ``vp[:m]`` holds every row's
+    ``w.x + a`` (sides are read from it).
+
+    The normal comes from ``_direction``. The cut goes where annoy's would (midway between the two
+    centres) unless that leaves fewer than ``balance * m`` rows on a side, and moves a little to a
+    count that keeps leaves full (``_choose``). Angular: the plane must contain the origin, so it
+    is tilted towards the centre ``c`` of the rows, ``w = d - t c`` with ``t`` a quantile of
+    ``d.x / c.x`` (a cut in the plane tangent at ``c``; ``t = 0`` is annoy's plane). Up to
+    ``len(vp)`` rows get an exact cut, more a cut from a sample of ``len(tmp)`` rows."""
+    f = xs.shape[1]
+    c = scratch[0]
+    c0 = scratch[1]
+    c1 = scratch[2]
+    _direction(xs, perm, lo, m, direct, cosine, iterations, w, c0, c1, scratch[3], scratch[4], smp)
+    _normalize(w)
+    exact = m <= vp.shape[0]
+    ns = m if exact else tmp.shape[0]
+    cached = cosine and qoff >= 0  # inside a block: c is the block's centre, c.x is cached in qb
+    c = scratch[0] if cached else scratch[5]
+    if cosine and not cached:
+        _centre(xs, perm, lo, m, direct, c)
+    # no random draws inside the loops below: they would stop the dot products vectorising
+    if exact:
+        pos = perm[lo:lo + m] if not direct else np.empty(0, np.int64)
+    else:
+        pos = np.empty(ns, np.int64)
+        for r in range(ns):
+            pos[r] = _row(perm, lo, np.random.randint(0, m), direct)
+    npos = 0
+    nb = 0
+    for _ in range(2):
+        if cached:
+            for r in range(ns):
+                src = pos[r]
+                vp[r] = _rowdot(xs, src, w)
+                vq[r] = qb[src - qoff]
+        elif cosine:
+            for r in range(ns):
+                src = lo + r if direct and exact else pos[r]
+                p, q = _rowdot2(xs, src, w, c)
+                vp[r] = p
+                vq[r] = q
+        else:
+            for r in range(ns):
+                src = lo + r if direct and exact else pos[r]
+                vp[r] = _rowdot(xs, src, w)
+        if not cosine:
+            break
+        npos = 0
+        nb = 0
+        for r in range(ns):
+            if vq[r] > 0:
+                x = vp[r] / vq[r]
+                tmp[npos] = x
+                npos += 1
+                nb += x <= 0
+        if npos == ns or not cached:
+            break
+        cached = False  # some rows are not in the block centre's hemisphere: use the node's centre
+        c = scratch[5]
+        _centre(xs, perm, lo, m, direct, c)
+    a = np.float32(0.0)
+    if cosine:
+        t = 0.0
+        if npos >= 2 and 4 * npos >= 3 * ns:
+            n0 = _choose((nb * m + npos // 2) // npos, m, K, balance)
+            t = _cut_some(tmp, npos, (n0 * npos + m // 2) // m, mid, 8 * K)
+        if t != 0:
+            for j in range(f):
+                w[j] -= t * c[j]
+            _normalize(w)
+            if exact:
+                for r in range(ns):
+                    vp[r] -= t * vq[r]
+    else:
+        tb = 0.0
+        for j in range(f):
+            tb += w[j] * (c0[j] + c1[j])
+        tb *= 0.5
+        nb = 0
+        for r in range(ns):
+            tmp[r] = vp[r]
+            nb += vp[r] <= tb
+        n0 = _choose((nb * m + ns // 2) // ns, m, K, balance)
+        t = _cut_some(tmp, ns, (n0 * ns + m // 2) // m, mid, 8 * K)
+        a = np.float32(-t)
+        if exact:
+            for r in range(ns):
+                vp[r] -= t
+    return a, exact
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sign(v, ties):  # pragma: no cover - compiled
+    """Side 1 when ``v > 0``; ties (duplicate rows on the plane) alternate, so identical rows still
+    split in halves."""
+    if v > 0:
+        return 1, ties
+    if v < 0:
+        return 0, ties
+    return ties & 1, ties + 1
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _partition_rows(xs, ids, st, m, w, a, f):  # pragma: no cover - compiled
+    """Move rows ``st..st+m`` (and ``ids``) so those with ``w.x + a <= 0`` come first; return how many.
+    Every row's side is computed once, as the scan reaches it. Only the first ``f`` columns move
+    (the others are zero padding)."""
+    ties = 0
+    i = st
+    j = st + m  # rows [st, i) are on side 0, rows [j, st + m) on side 1
+    while i < j:
+        s, ties = _sign(a + _rowdot(xs, i, w), ties)
+        if s == 0:
+            i += 1
+            continue
+        while True:
+            j -= 1
+            if j == i:
+                break
+            s, ties = _sign(a + _rowdot(xs, j, w), ties)
+            if s == 0:
+                for c in range(f):
+                    t = xs[i, c]
+                    xs[i, c] = xs[j, c]
+                    xs[j, c] = t
+                t2 = ids[i]
+                ids[i] = ids[j]
+                ids[j] = t2
+                i += 1
+                break
+    return i - st
+
+
+@njit(cache=True, nogil=True)
+def _partition_perm(perm, lo, m, vals):  # pragma: no cover - compiled
+    """Reorder ``perm[lo:lo+m]`` by the side of ``vals[:m]`` (its rows' ``w.x + a``); return n0."""
+    ties = 0
+    i = 0
+    j = m
+    while i < j:
+        s, ties = _sign(vals[i], ties)
+        if s == 0:
+            i += 1
+            continue
+        while True:
+            j -= 1
+            if j == i:
+                break
+            s, ties = _sign(vals[j], ties)
+            if s == 0:
+                t = perm[lo + i]
+                perm[lo + i] = perm[lo + j]
+                perm[lo + j] = t
+                i += 1
+                break
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _bit(xs, p, b):  # pragma: no cover - compiled
+    return np.int64((xs[p, b >> 6] >> np.uint64(63 - (b & 63))) & np.uint64(1))
+
+
+@njit(cache=True, nogil=True)
+def _split_bits(xs, ids, st, m, want, nbits, n_quant):  # pragma: no cover - compiled
+    """Hamming: the split is one bit (annoy's convention: bit ``b`` counted from the most significant
+    end of word ``b // 64``). Of 20 random bits keep the one whose split is nearest ``want``, else
+    the first bit that splits at all; partition the rows in place; return (n0, bit)."""
+    exact = m <= n_quant
+    ns = m if exact else n_quant
+    pos = np.empty(ns, np.int64)
+    for r in range(ns):
+        pos[r] = st + r if exact else st + np.random.randint(0, m)
+    goal = ns - (want * ns + m // 2) // m  # ones wanted in the sample
+    best = -1
+    gap = ns + 1
+    for _ in range(20):
+        b = np.random.randint(0, nbits)
+        ones = 0
+        for r in range(ns):
+            ones += _bit(xs, pos[r], b)
+        if 0 < ones < ns and abs(ones - goal) < gap:
+            best = b
+            gap = abs(ones - goal)
+    if best < 0:
+        for b in range(nbits):
+            ones = 0
+            for p in range(st, st + m):
+                ones += _bit(xs, p, b)
+            if 0 < ones < m:
+                best = b
+                break
+    if best < 0:
+        return want, 0
+    i = st
+    j = st + m
+    while i < j:
+        if _bit(xs, i, best) == 0:
+            i += 1
+            continue
+        while True:
+            j -= 1
+            if j == i:
+                break
+            if _bit(xs, j, best) == 0:
+                for c in range(xs.shape[1]):
+                    t = xs[i, c]
+                    xs[i, c] = xs[j, c]
+                    xs[j, c] = t
+                t2 = ids[i]
+                ids[i] = ids[j]
+                ids[j] = t2
+                i += 1
+                break
+    n0 = i - st
+    if min(n0, m - n0) * 100 < m:
+        n0 = want
+    return n0, best
+
+
+@njit(cache=True, nogil=True)
+def _children(nodes, node, nd, st, m, n0, n, K, stack, top):  # pragma: no cover - compiled
+    """Record split ``node`` over positions ``st..st+m`` cut after ``n0``: a single item is
+    referenced by its position (``>= 0``), a leaf or split child by ``-(node + 1)``; split children
+    are pushed on ``stack``. Returns the new node count and stack top."""
+    nodes[node, 0] = nd
+    nodes[node, 3] = 1
+    for side in range(1, -1, -1):  # push side 1 first: side 0 is grown first
+        cs = st if side == 0 else st + n0
+        cl = n0 if side == 0 else m - n0
+        if cl == 1:
+            ref = cs
+        else:
+            k = n
+            n += 1
+            ref = -(k + 1)
+            nodes[k, 0] = cl
+            nodes[k, 1] = cs
+            nodes[k, 2] = cl
+            nodes[k, 3] = 0
+            if cl > K:
+                stack[top, 0] = cs
+                stack[top, 1] = cl
+                stack[top, 2] = k
+                top += 1
+        nodes[node, 1 + side] = ref
+    return n, top
+
+
+@njit(cache=True, nogil=True)
+def _want(m, K):  # pragma: no cover - compiled
+    """Rows for side 0: the leaves ``m`` rows need, split in halves (so leaves end nearly full)."""
+    leaves = max(2, (m + K - 1) // K)
+    return m * (leaves // 2) // leaves
+
+
+@njit(cache=True, nogil=True)
+def _shift(nodes, k, st):  # pragma: no cover - compiled
+    if nodes[k, 3] == 0:
+        nodes[k, 1] += st
+        return
+    for side in range(1, 3):
+        if nodes[k, side] >= 0:
+            nodes[k, side] += st
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _block(xs, ids, st, m, node, n, nodes, planes, offs, K, root_nd, cosine, balance, iterations,
+           min_two_means, perm, order, stack, scratch, smp, vp, vq, tmp, mid, qb):  # pragma: no cover
+    """The whole subtree of ``m <= len(vp)`` cached rows ``st..st+m``: rows stay put, their numbers
+    in ``perm`` are partitioned, and ``order[st:st+m]`` gets their items in the subtree's leaf order.
+    Returns the node count."""
+    for r in range(m):
+        perm[r] = st + r
+    first = n
+    qoff = -1
+    if cosine:  # the block's centre is the tangent point of all its cuts: c.x once per row
+        c = scratch[0]
+        for j in range(xs.shape[1]):
+            c[j] = 0
+        for r in range(0, m, max(1, m // 256)):
+            for j in range(xs.shape[1]):
+                c[j] += xs[st + r, j]
+        _normalize(c)
+        for r in range(m):
+            qb[r] = _rowdot(xs, st + r, c)
+        qoff = st
+    stack[0, 0] = 0
+    stack[0, 1] = m
+    stack[0, 2] = node
+    top = 1
+    while top > 0:
+        top -= 1
+        lo = stack[top, 0]
+        ln = stack[top, 1]
+        k = stack[top, 2]
+        want = _want(ln, K)
+        its = iterations if ln >= min_two_means else 0
+        a, _ = _plane(xs, perm, lo, ln, False, K, balance, cosine, its, planes[k], scratch, smp, vp, vq, tmp,
+                      mid, qb, qoff)
+        n0 = _partition_perm(perm, lo, ln, vp)
+        if min(n0, ln - n0) * 100 < ln:  # no usable plane (duplicates): halve, zero plane like annoy
+            planes[k, :] = 0
+            a = np.float32(0.0)
+            n0 = want
+        offs[k] = a
+        n, top = _children(nodes, k, root_nd if k == 0 else ln, lo, ln, n0, n, K, stack, top)
+    _shift(nodes, node, st)  # positions were local to the block
+    for k in range(first, n):
+        _shift(nodes, k, st)
+    for r in range(m):  # the tree's order; the rows (and ``ids``, their items) stay where they are
+        order[st + r] = ids[perm[r]]
+    return n
+
+
+@njit(cache=True, nogil=True)
+def grow(xs, xb, ids, K, root_nd, hamming, nbits, cosine, balance, n_quant, block,  # pragma: no cover
+         n_sample, iterations, min_two_means):
+    """One tree over the rows of ``xs`` (float32; ``xb``: uint64 words for hamming); ``ids[p]`` is
+    the item of row ``p``. Rows and ``ids`` are reordered together (the next tree starts from the
+    order this one leaves).
+
+    Returns ``(nodes, planes, offsets, order)``: ``order`` holds the items in the tree's leaf order,
+    every subtree one contiguous range of it; node 0 is the root. ``nodes[k]`` = (n_descendants,
+    a, b, is_split, bit): a leaf lists ``order[a:a+b]``; a split's children ``a``/``b`` (sides 0/1)
+    are ``-(node + 1)``, or a position ``>= 0`` in ``order`` for a single item; ``planes[k]`` and
+    ``offsets[k]`` are its hyperplane (``bit``: hamming's)."""
+    n_rows = ids.shape[0]
+    f = xs.shape[1]
+    cap = 16 + 4 * (n_rows // K + 1)
+    nodes = np.zeros((cap, 5), np.int64)
+    planes = np.zeros((cap, f), np.float32)
+    offs = np.zeros(cap, np.float32)
+    if (n_rows <= K and (root_nd <= K or n_rows == 1)) or n_rows <= 1:
+        nodes[0, 0] = root_nd
+        nodes[0, 2] = n_rows
+        return nodes[:1], planes[:1], offs[:1], ids.copy()
+    block = max(block, n_quant)
+    scratch = np.zeros((6, f), np.float32)
+    smp = np.empty((n_sample, f), np.float32)
+    vp = np.empty(block, np.float64)
+    vq = np.empty(block, np.float64)
+    tmp = np.empty(n_quant, np.float64)
+    tmpb = np.empty(block, np.float64)
+    mid = np.empty(block, np.float64)
+    qb = np.empty(block, np.float64)
+    perm = np.empty(block, np.int64)
+    order = np.full(n_rows, -1, np.int64)
+    stack = np.empty((n_rows + 1, 3), np.int64)
+    stack2 = np.empty((block + 1, 3), np.int64)
+    stack[0, 0] = 0
+    stack[0, 1] = n_rows
+    stack[0, 2] = 0
+    top = 1
+    n = 1
+    while top > 0:
+        top -= 1
+        st = stack[top, 0]
+        m = stack[top, 1]
+        node = stack[top, 2]
+        need = n + 2 * m + 2 if m <= block and not hamming else n + 2  # a block adds < 2 m nodes
+        if need > cap:
+            cap = max(2 * cap, need)
+            nodes2 = np.zeros((cap, 5), np.int64)
+            planes2 = np.zeros((cap, f), np.float32)
+            offs2 = np.zeros(cap, np.float32)
+            nodes2[:n] = nodes[:n]
+            planes2[:n] = planes[:n]
+            offs2[:n] = offs[:n]
+            nodes, planes, offs = nodes2, planes2, offs2
+        nd = root_nd if node == 0 else m
+        want = _want(m, K)
+        if hamming:
+            n0, bit = _split_bits(xb, ids, st, m, want, nbits, n_quant)
+            nodes[node, 4] = bit
+        elif m <= block:
+            n = _block(xs, ids, st, m, node, n, nodes, planes, offs, K, root_nd, cosine, balance, iterations,
+                       min_two_means, perm, order, stack2, scratch, smp, vp, vq, tmpb, mid, qb)
+            continue
+        else:
+            its = iterations if m >= min_two_means else 0
+            a, _ = _plane(xs, perm, st, m, True, K, balance, cosine, its, planes[node], scratch, smp, vp, vq,
+                          tmp, mid, qb, -1)
+            n0 = _partition_rows(xs, ids, st, m, planes[node], a, min(nbits, f))
+            if min(n0, m - n0) * 100 < m:
+                planes[node, :] = 0
+                a = np.float32(0.0)
+                n0 = want
+            offs[node] = a
+        n, top = _children(nodes, node, nd, st, m, n0, n, K, stack, top)
+    for p in range(n_rows):  # positions outside blocks: rows (and ids) were moved into place
+        if order[p] < 0:
+            order[p] = ids[p]
+    return nodes[:n], planes[:n], offs[:n], order
+
+
+@njit(cache=True, nogil=True)
+def write_tree(i32, f32, base, nodes, planes, offs, order, ch, vo, ao, f, hamming):  # pragma: no cover
+    """Write one tree's records into the file views (``i32``/``f32``: one row per record): node ``k``
+    goes to record ``base + k - 1`` and the root (node 0) last, after the others, as annoy does."""
+    n = nodes.shape[0]
+    last = base + n - 1
+    for k in range(n):
+        rid = last if k == 0 else base + k - 1
+        i32[rid, 0] = nodes[k, 0]
+        if nodes[k, 3] == 0:
+            st = nodes[k, 1]
+            for r in range(nodes[k, 2]):
+                i32[rid, ch + r] = order[st + r]
+            continue
+        for side in range(2):
+            ref = nodes[k, 1 + side]
+            if ref >= 0:
+                i32[rid, ch + side] = order[ref]
+            else:
+                kk = -ref - 1
+                i32[rid, ch + side] = last if kk == 0 else base + kk - 1
+        if hamming:
+            i32[rid, vo] = nodes[k, 4]  # the bit, as a little-endian uint64 (high word stays 0)
+        else:
+            for j in range(f):  # the working rows may be padded beyond f
+                f32[rid, vo + j] = planes[k, j]
+            if ao >= 0:
+                f32[rid, ao] = offs[k]

@@ -23,10 +23,12 @@ def build(
     metric: str = typer.Option("angular", help=METRIC_HELP),
     trees: int = typer.Option(10, "--trees", "-t", help="Number of trees (-1: annoy's automatic count)."),
     seed: int = typer.Option(None, help="Random seed for reproducible trees."),
+    graph: bool = typer.Option(None, "--graph/--no-graph",
+                               help="Store a neighbour graph for fast queries (default: from 2,000 items)."),
 ) -> None:
-    """Build an index from a .npy matrix, with a progress bar per tree."""
+    """Build an index from a .npy matrix, with a progress bar per tree, then per graph step."""
     import numpy as np
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backbeat.ann import AnnIndex
     from backbeat.ann.errors import AnnVectorError
@@ -41,11 +43,12 @@ def build(
     if seed is not None:
         index.set_seed(seed)
     index.add_items(np.asarray(x))
-    columns = (TextColumn("[bold]building"), BarColumn(), TextColumn("{task.completed}/{task.total} trees"),
-               TimeElapsedColumn())
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress:
-        task = progress.add_task("build", total=trees if trees > 0 else None)
-        index.build(trees, progress=lambda done, total: progress.update(task, completed=done))
+        task = progress.add_task("building trees", total=trees if trees > 0 else None)
+        step = progress.add_task("graph", total=None, visible=False)
+        index.build(trees, progress=lambda done, total: progress.update(task, completed=done), graph=graph,
+                    graph_progress=lambda msg: progress.update(step, description=msg, visible=True))
     index.save(out)
     typer.echo(json.dumps(index.info()))
 

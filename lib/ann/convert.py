@@ -4,7 +4,8 @@
 keep their plane and ``dot_factor``; leaf id lists are moved over whole. ``v2`` -> ``v1`` drops
 them again. Both directions keep every id, so the same searches give the same answers as long as
 the split nodes' ``dot_factor`` is 0 (Backbeat writes it so; annoy 1.17.3's margin adds its
-square, annoy's later layout ignores it).
+square, annoy's later layout ignores it). A Backbeat neighbour graph in ``src`` is left out: the
+converted file is meant for annoy's readers (rebuild to get the graph back).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from backbeat.ann.errors import AnnFormatError
-from backbeat.ann.layout import layout_for
+from backbeat.ann.layout import Layout, layout_for
 
 
 def convert_dot_layout(src: str | os.PathLike[str], dst: str | os.PathLike[str], f: int, to: str) -> None:
@@ -29,7 +30,8 @@ def convert_dot_layout(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         raise AnnFormatError(
             f"{src}: size {data.size} is not a multiple of the dot {frm} node ({a.size} bytes)")
     n = data.size // a.size
-    rec = data.reshape(n, a.size)
+    rec = _without_graph(data.reshape(n, a.size), a)
+    n = rec.shape[0]
     out = np.zeros((n, b.size), np.uint8)
     nd = rec[:, :4].copy().view("<i4")[:, 0]
     items = nd == 1
@@ -68,3 +70,20 @@ def convert_dot_layout(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         out[items, 20] = 1
     Path(dst).write_bytes(out.tobytes())
 
+
+
+def _without_graph(rec: np.ndarray, layout: Layout) -> np.ndarray:
+    """The records minus a Backbeat graph region (see ``backbeat.ann.graph``), if there is one."""
+    from backbeat.ann import graph as G
+    from backbeat.ann.nodes import NodeViews, find_roots
+
+    n = rec.shape[0]
+    if not n:
+        return rec
+    flat = rec.reshape(-1)
+    roots, m = find_roots(NodeViews(flat, layout, n))
+    loc = G.locate(flat.view("<i4"), layout, n, len(roots), max(m, 0))
+    if loc is None:
+        return rec
+    start, records, _ = loc
+    return np.concatenate([rec[:start], rec[start + records + 1:]])

@@ -4,6 +4,11 @@ Switching from annoy is an import change: the methods keep annoy's names, argume
 return shapes. Differences are deliberate refusals where annoy silently misbehaves: a file whose
 size does not fit the metric and dimension, NaN/infinite vectors, wrong vector lengths, negative
 ids and queries before ``build``/``load`` each raise a typed :class:`~backbeat.ann.errors.AnnError`.
+
+Speed: indexes of at least ``graph.MIN_ITEMS`` items are built with a neighbour graph stored inside
+the file where annoy never looks (see ``backbeat.ann.graph``); queries then walk the graph from the
+trees' leaves instead of collecting thousands of candidates. Files without a graph (every file annoy
+wrote) are searched with annoy's own algorithm, candidate for candidate.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class AnnIndex:
         self._buf: Any = None
         self._path: Path | None = None
         self._fast: dict[str, Any] | None = None
+        self._graph: tuple[int, int, int] | None = None  # (first record, records, degree)
+        self._use_graph = True
+        self._gstate: dict[str, Any] | None = None
 
     @property
     def built(self) -> bool:
@@ -171,9 +179,14 @@ class AnnIndex:
 
     # ------------------------------------------------------------------------------ building
     def build(
-        self, n_trees: int, n_jobs: int = -1, progress: Callable[[int, int], None] | None = None
+        self, n_trees: int, n_jobs: int = -1, progress: Callable[[int, int], None] | None = None,
+        *, graph: bool | None = None, graph_progress: Callable[[str], None] | None = None,
     ) -> bool:
-        """Grow ``n_trees`` trees (``-1``: until the trees take as many nodes as the items)."""
+        """Grow ``n_trees`` trees (``-1``: until the trees take as many nodes as the items), then the
+        neighbour graph: ``graph=None`` builds it for indexes of at least ``graph.MIN_ITEMS`` items
+        (angular, euclidean, manhattan, dot), ``True`` always (where the metric allows), ``False``
+        never (a plain annoy forest)."""
+        from backbeat.ann import graph as G
         from backbeat.ann.build import build_forest
 
         if self._views is not None:
@@ -184,7 +197,21 @@ class AnnIndex:
         dtype = np.uint64 if self.metric == "hamming" else np.float32
         x = self._x[:n] if self._x is not None else np.zeros((0, self._layout.words), dtype)
         present = self._present[:n] if self._present is not None else np.zeros(0, bool)
-        buf = build_forest(x, present, self._layout, int(n_trees), self._seed, progress)
+        n_present = int(present.sum())
+        if graph is True and not G.supported(self._layout):
+            raise AnnStateError(f"build: no neighbour graph for metric {self.metric!r} with f={self.f}")
+        want = G.supported(self._layout) and n_present >= 2 and (
+            graph is True or (graph is None and n_present >= G.MIN_ITEMS))
+        if want:
+            buf, orders = build_forest(x, present, self._layout, int(n_trees), self._seed, progress,
+                                       return_orders=True)
+            views = NodeViews(buf, self._layout, buf.size // self._layout.size)
+            roots, _ = find_roots(views)
+            seed = 1 if self._seed is None else self._seed
+            adj = G.build_graph(x, present, orders, self._layout, seed=seed, progress=graph_progress)
+            buf = G.splice(buf, len(roots), self._layout, G.region(adj, self._layout))
+        else:
+            buf = build_forest(x, present, self._layout, int(n_trees), self._seed, progress)
         self._x = self._present = None
         if self._on_disk is not None:
             _write_atomic(self._on_disk, buf)
@@ -209,9 +236,11 @@ class AnnIndex:
         self.unload()
         return self.load(path, prefault)
 
-    def load(self, fn: str | os.PathLike[str], prefault: bool = False, dot_layout: str | None = None) -> bool:
+    def load(self, fn: str | os.PathLike[str], prefault: bool = False, dot_layout: str | None = None,
+             graph: bool = True) -> bool:
         """Map file ``fn`` read-only (shared between processes). ``dot_layout`` forces ``v1``/``v2``
-        for the dot metric; by default it is detected (see ``backbeat.ann.layout``)."""
+        for the dot metric; by default it is detected (see ``backbeat.ann.layout``). ``graph=False``
+        ignores a neighbour graph in the file: queries then replay annoy's search exactly."""
         if self._views is not None:
             self.unload()
         path = Path(fn)
@@ -229,8 +258,17 @@ class AnnIndex:
         finally:
             os.close(fd)
         self._layout = layout
-        self._attach(mm, size, path)
+        try:
+            self._attach(mm, size, path)
+        except AnnFormatError as exc:
+            self._reset()
+            try:
+                mm.close()
+            except BufferError:  # views made before the check still point into the map
+                pass
+            raise AnnFormatError(f"{path}: {exc}") from None
         self._mm = mm
+        self._use_graph = bool(graph)
         return True
 
     def _pick_layout(self, path: Path, size: int, fd: int, dot_layout: str | None) -> Layout:
@@ -270,12 +308,18 @@ class AnnIndex:
         n_nodes = size // self._layout.size
         views = NodeViews(buf, self._layout, n_nodes)
         roots, m = find_roots(views) if n_nodes else ([], 0)
+        from backbeat.ann import graph as G
+
+        i32 = np.frombuffer(buf, "<i4", count=n_nodes * self._layout.size // 4) if n_nodes else None
+        self._graph = G.locate(i32, self._layout, n_nodes, len(roots), max(m, 0)) if n_nodes else None
         self._views = views
         self._buf = buf
         self._roots = roots
         self._n_items = max(m, 0)
         self._path = path
         self._fast = None
+        self._gstate = None
+        self._use_graph = True
 
     def unload(self) -> bool:
         """Drop the index (unmap the file)."""
@@ -323,7 +367,7 @@ class AnnIndex:
         return float(normalise(self.metric, d)[0])
 
     def get_nns_by_item(self, i: int, n: int, search_k: int = -1, include_distances: bool = False) -> Any:
-        """The ``n`` nearest items to item ``i``, exactly as annoy computes them."""
+        """The ``n`` nearest items to item ``i`` (annoy's answer when the file has no graph)."""
         views = self._require_built("get_nns_by_item")
         i = self._check_id(i, "get_nns_by_item")
         return self._exact(views, np.asarray(views.v[i]), n, search_k, include_distances)
@@ -331,7 +375,7 @@ class AnnIndex:
     def get_nns_by_vector(
         self, vector: Any, n: int, search_k: int = -1, include_distances: bool = False
     ) -> Any:
-        """The ``n`` nearest items to ``vector``, exactly as annoy computes them."""
+        """The ``n`` nearest items to ``vector`` (annoy's answer when the file has no graph)."""
         views = self._require_built("get_nns_by_vector")
         q = self._as_vector(vector, "get_nns_by_vector")
         return self._exact(views, q, n, search_k, include_distances)
@@ -341,6 +385,13 @@ class AnnIndex:
         from backbeat.ann.search import exact_nns
 
         n, search_k = int(n), int(search_k)
+        gst = self._graph_state() if n > 0 else None
+        if gst is not None:
+            ids_m, dist_m = self._run_graph(gst, q[None, :], n, search_k)
+            keep = ids_m[0] >= 0
+            ids = ids_m[0][keep].tolist()
+            dist = [float(d) for d in dist_m[0][keep]]
+            return (ids, dist) if include_distances else ids
         compiled = self._compiled() if n > 0 else None
         if compiled is not None:
             budget = n * len(self._roots) if search_k == -1 else search_k
@@ -359,7 +410,8 @@ class AnnIndex:
             n_items = self._n_items
             item_nd = np.asarray(nd[:n_items]) if n_items else np.zeros(0, np.int32)
             holes = bool((item_nd != 1).any()) or n_items <= views.K
-            tree = np.asarray(nd[n_items:])
+            end = self._graph[0] if self._graph is not None else views.n_nodes
+            tree = np.asarray(nd[n_items:end])
             leaves = tree[(tree >= 1) & (tree <= views.K)]
             mean_leaf = float(leaves.mean()) if leaves.size else 1.0
             self._fast = {"holes": holes, "mean_leaf": max(mean_leaf, 1.0),
@@ -395,6 +447,60 @@ class AnnIndex:
             st["seen"] = threading.local()
         return st if st["kernel"] is not None else None
 
+    @property
+    def has_graph(self) -> bool:
+        """Whether the index carries a neighbour graph (and queries use it)."""
+        return self._graph is not None and self._use_graph
+
+    def _graph_state(self) -> dict[str, Any] | None:
+        """Arguments of the compiled graph search, or None (no graph, ignored, or no numba)."""
+        if self._graph is None or not self._use_graph or self._views is None:
+            return None
+        if self._gstate is None:
+            from backbeat.ann import graph as G
+
+            try:
+                from backbeat.ann import _graph_kernels
+            except ImportError:  # numba missing: annoy's search on the trees
+                self._gstate = {"kernel": None}
+                return None
+            lay = self._layout
+            raw = np.frombuffer(self._buf, np.uint8, count=self._views.n_nodes * lay.size)
+            start, _, degree = self._graph
+            adj = G.adjacency(raw, lay, start, degree, self._n_items)
+            self._gstate = {
+                "kernel": _graph_kernels.search,
+                "arrays": (raw.view("<i4"), raw.view("<f4"), adj, np.asarray(self._roots, dtype=np.int64)),
+                "params": G.search_params(lay, self._n_items, self.metric),
+                "local": threading.local(),
+            }
+        return self._gstate if self._gstate["kernel"] is not None else None
+
+    def _run_graph(
+        self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Graph search for every row of ``qs``; ``search_k`` sets the beam (see ``graph.ef_for``).
+        Each thread keeps its own int32 "visited" stamps (4 bytes per item)."""
+        from backbeat.ann import graph as G
+
+        local = st["local"]
+        if getattr(local, "visited", None) is None:
+            local.visited = np.zeros(max(self._n_items, 1), np.int32)
+            local.epoch = 1
+            local.params = st["params"].copy()
+        if local.epoch + qs.shape[0] >= 2**31 - 1:
+            local.visited.fill(0)
+            local.epoch = 1
+        p = local.params
+        ef = G.ef_for(search_k, k, len(self._roots))
+        p[9], p[10], p[11], p[12] = k, ef, G.seeds_for(ef, self._layout.K), local.epoch
+        local.epoch += qs.shape[0]
+        ids = np.empty((qs.shape[0], k), np.int64)
+        keys = np.empty((qs.shape[0], k), np.float32)
+        i32, f32, adj, roots = st["arrays"]
+        st["kernel"](i32, f32, adj, roots, p, qs, local.visited, ids, keys)
+        return ids, G.finish_distances(self.metric, keys, qs)
+
     def _run_kernel(self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int,
                     votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Run the compiled search. Its per-thread "seen" array holds 2 bytes per item: a 14-bit
@@ -424,12 +530,13 @@ class AnnIndex:
         """Batched search: ``(ids, distances)``, each of shape ``(n_queries, k)``; rows with fewer than
         ``k`` results are padded with id -1 and distance inf. A 1-d vector is one query.
 
-        ``search_k`` means what it means in annoy: how many candidate ids to collect per query
-        (default ``k * n_trees``). The compiled kernel walks annoy's priority queue (so, for the same
-        file and ``search_k``, the same candidates as annoy) but skips annoy's sort of all collected
-        ids and its per-call overheads; without numba a vectorised numpy beam search over all
-        trees is used. ``votes=v`` (1..3) only ranks ids met in at least ``v`` trees: fewer
-        distance computations for a given ``search_k``, at some recall."""
+        With a neighbour graph in the file (see ``backbeat.ann.graph``) every query walks the graph
+        from the trees' first leaves; ``search_k`` keeps annoy's meaning of "about how many items to
+        compare" (beam width ``search_k // 10``, default ``k * n_trees``). Without one (files annoy
+        wrote, ``load(graph=False)``, hamming) the compiled kernel walks annoy's priority queue, so
+        the same file and ``search_k`` give annoy's candidates; without numba a vectorised numpy
+        beam search over all trees is used. ``votes=v`` (2 or 3, tree search only) ranks only ids met
+        in at least ``v`` trees: fewer distance computations for a given ``search_k``."""
         views = self._views
         if views is None:
             raise AnnStateError("query: the index is not built or loaded yet (call build() or load())")
@@ -447,6 +554,10 @@ class AnnIndex:
             raise AnnVectorError(f"query: k must be positive, got {k}")
         if not 1 <= votes <= 3:
             raise AnnVectorError(f"query: votes must be 1, 2 or 3, got {votes}")
+        if votes == 1:
+            gst = self._graph_state()
+            if gst is not None:
+                return self._run_graph(gst, np.ascontiguousarray(m), k, int(search_k))
         budget = k * max(len(self._roots), 1) if search_k == -1 else int(search_k)
         compiled = self._compiled()
         if compiled is not None:
@@ -482,6 +593,9 @@ class AnnIndex:
             "n_items": self._n_items,
             "n_trees": len(self._roots),
             "bytes": views.n_nodes * self._layout.size,
+            "graph": None if self._graph is None else {
+                "degree": self._graph[2], "bytes": self._graph[1] * self._layout.size + self._layout.size,
+                "used": self._use_graph},
         }
 
     def __enter__(self) -> AnnIndex:

@@ -53,16 +53,21 @@ def test_backbeat_file_loads_in_annoy_and_answers_correctly(metric, tmp_path):
     a.load(str(path))
     assert (a.get_n_items(), a.get_n_trees()) == (3000, 10)
     assert a.get_n_items() == b.get_n_items() and a.get_n_trees() == b.get_n_trees()
-    hits = total = 0
+    trees_only = AnnIndex(dim(metric), metric)
+    trees_only.load(path, graph=False)  # annoy's algorithm on the same file
+    hits = graph_hits = total = 0
     for q in _queries(metric, 20):
         got = a.get_nns_by_vector(q.tolist(), 10, search_k=3000)
-        assert got == b.get_nns_by_vector(q, 10, search_k=3000)  # same algorithm, same file
+        assert got == trees_only.get_nns_by_vector(q, 10, search_k=3000)  # same algorithm, same file
         assert not set(got) & set(np.flatnonzero(~present).tolist())
         truth = brute(metric, x, present, q, 10)
         hits += len(set(got) & set(truth.tolist()))
+        graph_hits += len(set(b.get_nns_by_vector(q, 10, search_k=3000)) & set(truth.tolist()))
         total += 10
     floor = 0.5 if metric in ("dot", "hamming") else 0.9  # trees are weak for inner product / bits
     assert hits / total >= floor, hits / total
+    assert b.has_graph == (metric != "hamming")  # 2,727 items: above graph.MIN_ITEMS
+    assert graph_hits >= hits - total // 100  # the graph search (where there is one) is as good
     np.testing.assert_allclose(a.get_item_vector(17), x[17], rtol=0, atol=0)
 
 
@@ -99,11 +104,22 @@ def test_dot_layouts_v1_and_v2(tmp_path):
     flag: both load, are told apart by size and content, and answer the same."""
     x = vectors("dot", 2000, seed=9)
     b = AnnIndex(16, "dot")
+    b.set_seed(3)  # fixed trees: the search comparison below must not depend on luck
     b.add_items(x)
-    b.build(6)
+    b.build(6, graph=True)
+    with_graph = tmp_path / "graph.ann"
+    b.save(with_graph)
+    b = AnnIndex(16, "dot")
+    b.set_seed(3)
+    b.add_items(x)
+    b.build(6, graph=False)
     v1 = tmp_path / "v1.ann"
     b.save(v1)
     v2 = tmp_path / "v2.ann"
+    convert_dot_layout(with_graph, v2, 16, "v2")  # the graph is left out of a converted file
+    dropped = AnnIndex(16, "dot")
+    dropped.load(v2)
+    assert not dropped.has_graph and dropped.get_n_items() == 2000
     convert_dot_layout(v1, v2, 16, "v2")
     assert v2.stat().st_size == v1.stat().st_size // (16 + 64) * (24 + 64)
     a = annoy.AnnoyIndex(16, "dot")
@@ -126,11 +142,17 @@ def test_dot_layouts_v1_and_v2(tmp_path):
         hits_a += len(truth & set(a.get_nns_by_vector(q.tolist(), 10, search_k=600)))
         hits_c += len(truth & set(c.get_nns_by_vector(q, 10, search_k=600)))
     assert hits_c >= hits_a - 5  # v2 leaves are larger: at least as good a search
-    # back to v1 only works while no leaf is larger than a v1 node can hold
+    # back to v1 only works while no leaf is larger than a v1 node can hold: 21 items are one
+    # split in v1 (19 ids per node at most) and one leaf in v2 (21)
     from backbeat.ann import AnnFormatError
 
+    small = AnnIndex(16, "dot")
+    small.add_items(x[:21])
+    small.build(1, graph=False)
+    small.save(tmp_path / "small1.ann")
+    convert_dot_layout(tmp_path / "small1.ann", tmp_path / "small2.ann", 16, "v2")
     with pytest.raises(AnnFormatError, match="more ids than a dot v1 node"):
-        convert_dot_layout(v2, tmp_path / "back.ann", 16, "v1")
+        convert_dot_layout(tmp_path / "small2.ann", tmp_path / "back.ann", 16, "v1")
 
 
 def test_dot_layout_detected_on_annoy_file(annoy_files):

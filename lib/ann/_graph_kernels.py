@@ -1,0 +1,527 @@
+"""Compiled (numba) kernels of the neighbour graph: building it (NN-descent over int8 codes) and
+searching it (best-first beam search over the mapped ``.ann`` records).
+
+Why int8 codes for the build: the graph only needs approximately right neighbours, and 1 byte per
+component keeps the whole working set of a 400,000 x 50 index (20 MB) in the last-level cache,
+where the float32 rows (80 MB) would not fit: the build is bound by memory latency, not arithmetic.
+The search ranks with the exact float32 vectors of the file, so results are exact distances.
+
+Metric codes of the search: 0 angular, 1 euclidean, 2 manhattan, 3 dot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):  # pragma: no cover - compiled
+    """``llvm.prefetch`` of ``arr[idx]``: the graph walk knows which rows it reads next long before
+    it reads them, and a miss to memory costs more than a distance computation."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        i8p = ir.PointerType(ir.IntType(8))
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        i32 = ir.IntType(32)
+        read, keep_in_all_caches, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), read, keep_in_all_caches, data])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# --------------------------------------------------------------------------------------- building
+@njit(cache=True, nogil=True, inline="always")
+def _dist(xq, a, b, l1):  # pragma: no cover - compiled
+    ra = xq[a]
+    rb = xq[b]
+    s = np.int32(0)
+    if l1:
+        for j in range(xq.shape[1]):
+            s += abs(np.int32(ra[j]) - np.int32(rb[j]))
+    else:
+        for j in range(xq.shape[1]):
+            t = np.int32(ra[j]) - np.int32(rb[j])
+            s += t * t
+    return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _insert(ids, ds, flag, worst, i, j, d):  # pragma: no cover - compiled
+    """Insert neighbour ``j`` at distance ``d`` in the sorted list of ``i`` (1 if it went in)."""
+    if d >= worst[i]:
+        return 0
+    L = ids.shape[1]
+    row = ids[i]
+    for t in range(L):
+        if row[t] == j:
+            return 0
+    pos = L - 1
+    while pos > 0 and ds[i, pos - 1] > d:
+        ds[i, pos] = ds[i, pos - 1]
+        ids[i, pos] = ids[i, pos - 1]
+        flag[i, pos] = flag[i, pos - 1]
+        pos -= 1
+    ds[i, pos] = d
+    ids[i, pos] = j
+    flag[i, pos] = 1
+    worst[i] = ds[i, L - 1]
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def init_from_orders(xq, orders, chunk, ids, ds, flag, worst, l1):  # pragma: no cover - compiled
+    """Seed every item's list with the items near it in the trees' leaf orders: each order is cut
+    into chunks of ``chunk`` (the cut shifted by half a chunk from one tree to the next) and every
+    pair inside a chunk is compared."""
+    n = orders.shape[1]
+    w = xq.shape[1]
+    L = ds.shape[1]
+    xq_flat = xq.reshape(xq.shape[0] * w)
+    ds_flat = ds.reshape(ds.shape[0] * L)
+    for t in range(orders.shape[0]):
+        o = orders[t]
+        start = -((t * chunk) // 2 % chunk)
+        while start < n:
+            a0 = max(start, 0)
+            a1 = min(start + chunk, n)
+            for p in range(a0, a1):
+                _prefetch(xq_flat, o[p] * w)
+                _prefetch(ds_flat, o[p] * L)
+            for p in range(a0, a1):
+                u = o[p]
+                for r in range(p + 1, a1):
+                    v = o[r]
+                    d = _dist(xq, u, v, l1)
+                    _insert(ids, ds, flag, worst, u, v, d)
+                    _insert(ids, ds, flag, worst, v, u, d)
+            start += chunk
+
+
+@njit(cache=True, nogil=True)
+def nn_descent_round(xq, ids, ds, flag, worst, S, rev_old, l1, seed):  # pragma: no cover - compiled
+    """One NN-descent round: every item introduces its new neighbours (and the items that newly
+    list it) to each other and to its old ones. Returns how many lists changed."""
+    np.random.seed(seed)
+    n, L = ids.shape
+    newl = np.full((n, S), -1, np.int32)
+    oldl = np.full((n, S), -1, np.int32)
+    nn = np.zeros(n, np.int32)
+    no = np.zeros(n, np.int32)
+    rnew = np.full((n, S), -1, np.int32)
+    rold = np.full((n, S), -1, np.int32)
+    nrn = np.zeros(n, np.int32)
+    nro = np.zeros(n, np.int32)
+    for i in range(n):
+        for t in range(L):
+            u = ids[i, t]
+            if u < 0:
+                break
+            if flag[i, t] == 1:
+                if nn[i] < S:
+                    newl[i, nn[i]] = u
+                    nn[i] += 1
+                    flag[i, t] = 0
+                    c = nrn[u]
+                    if c < S:
+                        rnew[u, c] = i
+                    else:
+                        r = np.random.randint(0, c + 1)
+                        if r < S:
+                            rnew[u, r] = i
+                    nrn[u] = c + 1
+            elif no[i] < S:
+                oldl[i, no[i]] = u
+                no[i] += 1
+                c = nro[u]
+                if c < S:
+                    rold[u, c] = i
+                else:
+                    r = np.random.randint(0, c + 1)
+                    if r < S:
+                        rold[u, r] = i
+                nro[u] = c + 1
+    changed = 0
+    w = xq.shape[1]
+    xq_flat = xq.reshape(n * w)
+    ds_flat = ds.reshape(n * L)
+    nb = np.empty(2 * S, np.int32)
+    ob = np.empty(2 * S, np.int32)
+    for i in range(n):
+        a = 0
+        for t in range(nn[i]):
+            nb[a] = newl[i, t]
+            a += 1
+        for t in range(min(nrn[i], S)):
+            nb[a] = rnew[i, t]
+            a += 1
+        b = 0
+        for t in range(no[i]):
+            ob[b] = oldl[i, t]
+            b += 1
+        for t in range(min(nro[i], rev_old)):
+            ob[b] = rold[i, t]
+            b += 1
+        for t in range(a):  # every row and list head the joins below touch, requested at once
+            _prefetch(xq_flat, nb[t] * w)
+            _prefetch(worst, nb[t])
+            _prefetch(ds_flat, nb[t] * L)
+        for t in range(b):
+            _prefetch(xq_flat, ob[t] * w)
+            _prefetch(worst, ob[t])
+        for p in range(a):
+            u = nb[p]
+            for r in range(p + 1, a):
+                v = nb[r]
+                if u != v:
+                    d = _dist(xq, u, v, l1)
+                    changed += _insert(ids, ds, flag, worst, u, v, d)
+                    changed += _insert(ids, ds, flag, worst, v, u, d)
+            for r in range(b):
+                v = ob[r]
+                if u != v:
+                    d = _dist(xq, u, v, l1)
+                    changed += _insert(ids, ds, flag, worst, u, v, d)
+                    changed += _insert(ids, ds, flag, worst, v, u, d)
+    return changed
+
+
+@njit(cache=True, nogil=True)
+def prune(xq, ids, ds, R, alpha, l1, hops, adj):  # pragma: no cover - compiled
+    """Keep, nearest first, the neighbours no kept neighbour already covers (the relative
+    neighbourhood rule: drop ``u`` when some kept ``w`` has ``alpha * d(u, w) < d(i, u)``), at most
+    ``R``; the graph stays sparse where the data is dense.
+
+    Besides the near neighbours, each item is offered the items ``hops`` positions away from it
+    in the first tree's leaf order (rows are in that order): items in neighbouring cells at every
+    scale. The rule keeps those that no near neighbour covers, the long edges that let a walk
+    cross from one cluster to the next (NN-descent alone only links items within a cluster)."""
+    n, L = ids.shape
+    H = hops.shape[0]
+    w = xq.shape[1]
+    xq_flat = xq.reshape(n * w)
+    cand = np.empty(L + 2 * H, np.int64)
+    cd = np.empty(L + 2 * H, np.int64)
+    for i in range(n):
+        m = 0
+        for p in range(L):
+            u = ids[i, p]
+            if u < 0:
+                break
+            cand[m] = u
+            cd[m] = ds[i, p]
+            m += 1
+        near = m
+        for h in range(H):
+            for sgn in (-1, 1):
+                u = i + sgn * hops[h]
+                if u < 0 or u >= n:
+                    continue
+                dup = False
+                for t in range(near):
+                    if cand[t] == u:
+                        dup = True
+                        break
+                if dup:
+                    continue
+                cand[m] = u
+                cd[m] = _dist(xq, i, u, l1)
+                m += 1
+        for t in range(near):
+            _prefetch(xq_flat, cand[t] * w)
+        order = np.argsort(cd[:m], kind="mergesort")
+        c = 0
+        for p in range(m):
+            u = cand[order[p]]
+            du = cd[order[p]]
+            keep = True
+            for t in range(c):
+                if alpha * _dist(xq, u, adj[i, t], l1) < du:
+                    keep = False
+                    break
+            if keep:
+                adj[i, c] = u
+                c += 1
+                if c == R:
+                    break
+        for t in range(c, R):
+            adj[i, t] = -1
+
+
+@njit(cache=True, nogil=True)
+def add_reverse(adj):  # pragma: no cover - compiled
+    """Add the reverse of every edge where the target has room: a graph search must be able to
+    come back to an item from the items it points to."""
+    n, R = adj.shape
+    deg = np.zeros(n, np.int32)
+    for i in range(n):
+        c = 0
+        while c < R and adj[i, c] >= 0:
+            c += 1
+        deg[i] = c
+    fwd = deg.copy()
+    for i in range(n):
+        for t in range(fwd[i]):
+            j = adj[i, t]
+            if deg[j] >= R:
+                continue
+            dup = False
+            for s in range(deg[j]):
+                if adj[j, s] == i:
+                    dup = True
+                    break
+            if not dup:
+                adj[j, deg[j]] = i
+                deg[j] += 1
+    return deg
+
+
+# --------------------------------------------------------------------------------------- searching
+@njit(cache=True, nogil=True, inline="always")
+def _key(f32, ib, v4, norm4, q, f, metric):  # pragma: no cover - compiled
+    """Ranking key of item record at word ``ib`` (smaller is nearer)."""
+    row = f32[ib + v4:ib + v4 + f]
+    s = np.float32(0.0)
+    if metric == 0:
+        for j in range(f):
+            s += row[j] * q[j]
+        pp = f32[ib + norm4]
+        return -s / np.sqrt(pp) if pp > 0 else np.float32(0.0)
+    if metric == 1:
+        for j in range(f):
+            t = row[j] - q[j]
+            s += t * t
+        return s
+    if metric == 2:
+        for j in range(f):
+            s += abs(row[j] - q[j])
+        return s
+    for j in range(f):
+        s -= row[j] * q[j]
+    return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _heap_down_max(hd, hi, size, d, i):  # pragma: no cover - compiled
+    p = 0
+    while True:
+        c = 2 * p + 1
+        if c >= size:
+            break
+        if c + 1 < size and hd[c + 1] > hd[c]:
+            c += 1
+        if hd[c] > d:
+            hd[p] = hd[c]
+            hi[p] = hi[c]
+            p = c
+        else:
+            break
+    hd[p] = d
+    hi[p] = i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _heap_down_min(hd, hi, size, d, i):  # pragma: no cover - compiled
+    p = 0
+    while True:
+        c = 2 * p + 1
+        if c >= size:
+            break
+        if c + 1 < size and hd[c + 1] < hd[c]:
+            c += 1
+        if hd[c] < d:
+            hd[p] = hd[c]
+            hi[p] = hi[c]
+            p = c
+        else:
+            break
+    hd[p] = d
+    hi[p] = i
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma: no cover - compiled
+    """Beam search (width ``ef``) over the graph for every row of ``qs``, entered at the ``seed_k``
+    items of the leaves the trees rank first."""
+    s4, ch4, v4, a4, norm4 = params[0], params[1], params[2], params[3], params[4]
+    K, n_items, metric, f = params[5], params[6], params[7], params[8]
+    k, ef, seed_k, epoch = params[9], params[10], params[11], params[12]
+    df4, dfsq = params[13], params[14] != 0
+    ef = max(ef, k)
+    R = adj.shape[1]
+    rd = np.empty(ef, np.float32)  # results: max-heap on key
+    ri = np.empty(ef, np.int64)
+    cap = 1024
+    cd = np.empty(cap, np.float32)  # frontier: min-heap on key
+    ci = np.empty(cap, np.int64)
+    nbr = np.empty(R, np.int64)
+    row_words = v4 + f  # words of a record the distance reads
+    adj_flat = adj.reshape(adj.shape[0] * R)
+    tp = np.empty(256, np.float32)  # tree walk: max-heap on priority
+    tn = np.empty(256, np.int64)
+    for b in range(qs.shape[0]):
+        q = qs[b]
+        stamp = epoch + b
+        nr = 0
+        nc = 0
+        # entry points: annoy's best-first walk over all trees (priority = smallest margin on the
+        # way down) until ``seed_k`` leaf items were met; they seed the beam from every region the
+        # trees consider close, so the walk also starts in clusters the graph does not connect
+        size = 0
+        for r in range(roots.shape[0]):
+            p = size
+            size += 1
+            while p > 0 and tp[(p - 1) >> 1] < np.inf:
+                tp[p] = tp[(p - 1) >> 1]
+                tn[p] = tn[(p - 1) >> 1]
+                p = (p - 1) >> 1
+            tp[p] = np.inf
+            tn[p] = roots[r]
+        met = 0
+        while size > 0 and met < seed_k:
+            d = tp[0]
+            node = tn[0]
+            size -= 1
+            if size > 0:
+                _heap_down_max(tp, tn, size, tp[size], tn[size])
+            base = node * s4
+            nd = i32[base]
+            if nd > K:
+                m = np.float32(0.0)
+                for j in range(f):
+                    m += f32[base + v4 + j] * q[j]
+                if a4 >= 0:
+                    m += f32[base + a4]
+                if dfsq:  # annoy <= 1.17.3 adds the split's dot_factor squared
+                    m += f32[base + df4] * f32[base + df4]
+                if size + 2 > tp.shape[0]:
+                    tp2 = np.empty(tp.shape[0] * 2, np.float32)
+                    tn2 = np.empty(tp.shape[0] * 2, np.int64)
+                    tp2[:size] = tp[:size]
+                    tn2[:size] = tn[:size]
+                    tp, tn = tp2, tn2
+                for side in range(2):
+                    pr = min(d, m) if side == 1 else min(d, -m)
+                    p = size
+                    size += 1
+                    while p > 0 and tp[(p - 1) >> 1] < pr:
+                        tp[p] = tp[(p - 1) >> 1]
+                        tn[p] = tn[(p - 1) >> 1]
+                        p = (p - 1) >> 1
+                    tp[p] = pr
+                    tn[p] = i32[base + ch4 + side]
+                continue
+            single = nd == 1 and node < n_items
+            cnt = 1 if single else max(nd, 0)
+            met += cnt
+            for c in range(cnt):
+                item = node if single else np.int64(i32[base + ch4 + c])
+                if item < 0 or item >= n_items or visited[item] == stamp or i32[item * s4] != 1:
+                    continue
+                visited[item] = stamp
+                key = _key(f32, item * s4, v4, norm4, q, f, metric)
+                if nr < ef:
+                    p = nr
+                    nr += 1
+                    while p > 0 and rd[(p - 1) >> 1] < key:
+                        rd[p] = rd[(p - 1) >> 1]
+                        ri[p] = ri[(p - 1) >> 1]
+                        p = (p - 1) >> 1
+                    rd[p] = key
+                    ri[p] = item
+                elif key < rd[0]:
+                    _heap_down_max(rd, ri, nr, key, item)
+                else:
+                    continue
+                if nc == cap:
+                    cap *= 2
+                    cd2 = np.empty(cap, np.float32)
+                    ci2 = np.empty(cap, np.int64)
+                    cd2[:nc] = cd[:nc]
+                    ci2[:nc] = ci[:nc]
+                    cd, ci = cd2, ci2
+                p = nc
+                nc += 1
+                while p > 0 and cd[(p - 1) >> 1] > key:
+                    cd[p] = cd[(p - 1) >> 1]
+                    ci[p] = ci[(p - 1) >> 1]
+                    p = (p - 1) >> 1
+                cd[p] = key
+                ci[p] = item
+        while nc > 0:
+            if nr >= ef and cd[0] > rd[0]:
+                break
+            u = ci[0]
+            nc -= 1
+            if nc > 0:
+                _heap_down_min(cd, ci, nc, cd[nc], ci[nc])
+            if nc > 0:  # the next node to expand is known now: ask for its edges early
+                _prefetch(adj_flat, ci[0] * R)
+            # gather the unvisited neighbours first and prefetch their rows: the loads then overlap
+            m = 0
+            for t in range(R):
+                item = np.int64(adj[u, t])
+                if item < 0:
+                    break
+                if visited[item] != stamp:
+                    visited[item] = stamp
+                    nbr[m] = item
+                    m += 1
+                    ib = item * s4
+                    for line in range(0, row_words, 16):
+                        _prefetch(f32, ib + line)
+            for t in range(m):
+                item = nbr[t]
+                key = _key(f32, item * s4, v4, norm4, q, f, metric)
+                if nr < ef:
+                    p = nr
+                    nr += 1
+                    while p > 0 and rd[(p - 1) >> 1] < key:
+                        rd[p] = rd[(p - 1) >> 1]
+                        ri[p] = ri[(p - 1) >> 1]
+                        p = (p - 1) >> 1
+                    rd[p] = key
+                    ri[p] = item
+                elif key < rd[0]:
+                    _heap_down_max(rd, ri, nr, key, item)
+                else:
+                    continue
+                if nc == cap:
+                    cap *= 2
+                    cd2 = np.empty(cap, np.float32)
+                    ci2 = np.empty(cap, np.int64)
+                    cd2[:nc] = cd[:nc]
+                    ci2[:nc] = ci[:nc]
+                    cd, ci = cd2, ci2
+                p = nc
+                nc += 1
+                while p > 0 and cd[(p - 1) >> 1] > key:
+                    cd[p] = cd[(p - 1) >> 1]
+                    ci[p] = ci[(p - 1) >> 1]
+                    p = (p - 1) >> 1
+                cd[p] = key
+                ci[p] = item
+        # the k best, nearest first (ties: smaller id first)
+        keys = rd[:nr].copy()
+        items = ri[:nr].copy()
+        order = np.argsort(keys, kind="mergesort")
+        got = min(k, nr)
+        for r in range(got):
+            out_ids[b, r] = items[order[r]]
+            out_d[b, r] = keys[order[r]]
+        for r in range(got - 1):  # equal keys: smaller id first, as the exact search orders them
+            for s in range(got - 1 - r):
+                if out_d[b, s] == out_d[b, s + 1] and out_ids[b, s] > out_ids[b, s + 1]:
+                    out_ids[b, s], out_ids[b, s + 1] = out_ids[b, s + 1], out_ids[b, s]
+        for r in range(got, k):
+            out_ids[b, r] = -1
+            out_d[b, r] = np.inf

@@ -1,0 +1,238 @@
+"""A neighbour graph stored inside an annoy-compatible ``.ann`` file, and the fast search it enables.
+
+Why: annoy's forest finds good candidates only by collecting thousands of them; a graph of each
+item's near neighbours lets a best-first search walk straight to the answer with a fraction of the
+distance computations (the idea behind HNSW, NSG and DiskANN). The trees stay: they are the entry
+points of the walk, and annoy itself keeps using them.
+
+Where it lives: in records annoy never reaches. Annoy finds its roots by scanning back from the end
+of the file while ``n_descendants`` equals the item count, and only ever visits nodes reachable
+from those roots; the graph region sits between the last tree node and the copies of the roots,
+and ends with a header record whose ``n_descendants`` is 0, which stops that scan exactly where it
+stopped before. So annoy loads a Backbeat file with a graph and answers from its trees as usual,
+and one file (one download, one shared mapping) carries both.
+
+Region layout (``s`` = record size, words are little-endian int32)::
+
+    records [g, g + m)      the adjacency matrix, n_items x R int32 ids (-1 = no edge), padded
+    record g + m (header)   word 0: 0 (n_descendants), 1: magic "BBG1", 2: version << 16 | R,
+                            3: n_items, 4: m
+
+How it is built: items are put in the leaf order of the first tree (nearby items get nearby
+rows), coded as int8; every item's list starts from the items next to it in several trees' leaf
+orders and is refined by NN-descent rounds (a neighbour of a neighbour is likely a neighbour);
+lists are then pruned by the relative-neighbourhood rule and completed with reverse edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backbeat.ann.errors import AnnFormatError
+from backbeat.ann.layout import Layout
+
+MAGIC = int.from_bytes(b"BBG1", "little")
+VERSION = 1
+HEADER_WORDS = 5
+MIN_ITEMS = 2_000  # below this the trees alone are as fast: no graph unless asked for
+GRAPH_METRICS = ("angular", "euclidean", "manhattan", "dot")
+
+
+@dataclass(frozen=True)
+class GraphParams:
+    """Build knobs (defaults measured on GloVe-50, see docs/ann.md)."""
+
+    degree: int = 48  # R: edges kept per item (pruning leaves ~29 on GloVe-50)
+    candidates: int = 48  # L: neighbour list length during NN-descent (at least degree)
+    sample: int = 8  # S: new/old neighbours joined per item and round
+    rounds: int = 3  # NN-descent rounds (stops earlier when lists settle)
+    init_trees: int = 8  # trees whose leaf orders seed the lists
+    chunk: int = 24  # items compared pairwise per chunk of a leaf order
+    reverse_old: int = 3  # old reverse neighbours joined per item and round (<= sample)
+    alpha: float = 1.2  # pruning slack (>1 keeps more long edges: needed for recall >= 0.99)
+
+
+def supported(layout: Layout) -> bool:
+    return layout.metric in GRAPH_METRICS and layout.size >= 4 * HEADER_WORDS
+
+
+def _build_space(x: np.ndarray, metric: str) -> np.ndarray:
+    """Vectors in which the graph's distances are squared euclidean (L1 for manhattan):
+    unit vectors for angular, annoy's extra-coordinate transform (then unit) for dot."""
+    x = np.asarray(x, dtype=np.float32)
+    if metric == "dot":
+        sq = np.einsum("ij,ij->i", x, x)
+        extra = np.sqrt(np.maximum(sq.max() - sq, 0))[:, None] if x.shape[0] else sq[:, None]
+        x = np.concatenate([x, extra.astype(np.float32)], axis=1)
+    if metric in ("angular", "dot"):
+        nrm = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.where(nrm > 0, x / np.where(nrm > 0, nrm, 1), 0)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _quantize(xw: np.ndarray) -> np.ndarray:
+    """int8 codes, rows zero-padded to a multiple of 16 bytes (64 at f=50: one cache line a row,
+    and the compiled distance loop runs without a scalar remainder)."""
+    top = float(np.abs(xw).max()) if xw.size else 0.0
+    scale = 127.0 / top if top > 0 else 1.0
+    width = -(-max(xw.shape[1], 1) // 16) * 16
+    out = np.zeros((xw.shape[0], width), np.int8)
+    out[:, : xw.shape[1]] = np.rint(xw * scale)
+    return out
+
+
+def build_graph(
+    x: np.ndarray,
+    present: np.ndarray,
+    orders: list[np.ndarray],
+    layout: Layout,
+    params: GraphParams = GraphParams(),
+    seed: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> np.ndarray:
+    """The adjacency matrix (n_items x degree int32, user ids, -1 = none) of the items of ``x``
+    marked ``present``. ``orders`` are the trees' leaf orders (present ids, every subtree one
+    contiguous run: ``build_forest(..., return_orders=True)``); they give the first lists and the
+    row order."""
+    from backbeat.ann import _graph_kernels as gk
+
+    n_items = x.shape[0]
+    pts = np.flatnonzero(present)
+    n = pts.size
+    R, L = params.degree, max(params.candidates, params.degree)
+    adj_user = np.full((n_items, R), -1, np.int32)
+    if n < 2:
+        return adj_user
+    orders = np.stack([np.asarray(o, np.int64) for o in orders[: max(1, params.init_trees)]])
+    if orders.shape[1] != n:
+        raise ValueError(f"leaf orders hold {orders.shape[1]} items, expected {n}")
+    perm = orders[0]
+    inv = np.full(n_items, -1, np.int64)
+    inv[perm] = np.arange(n)
+    xq = _quantize(_build_space(x[perm], layout.metric))
+    orders_p = np.ascontiguousarray(inv[orders])
+    l1 = layout.metric == "manhattan"
+    ids = np.full((n, L), -1, np.int32)
+    big = np.iinfo(np.int32).max
+    ds = np.full((n, L), big, np.int32)
+    worst = np.full(n, big, np.int32)
+    flag = np.zeros((n, L), np.uint8)
+    if progress:
+        progress("graph: first lists from the trees")
+    gk.init_from_orders(xq, orders_p, max(2, params.chunk), ids, ds, flag, worst, l1)
+    for r in range(params.rounds):
+        if progress:
+            progress(f"graph: NN-descent round {r + 1}/{params.rounds}")
+        changed = gk.nn_descent_round(
+            xq, ids, ds, flag, worst, params.sample, min(params.reverse_old, params.sample), l1, seed + r)
+        if changed < 0.001 * n * L:
+            break
+    if progress:
+        progress("graph: pruning")
+    adj = np.empty((n, R), np.int32)
+    hops = 2 ** np.arange(5, max(6, int(np.log2(n)) + 1), 2, dtype=np.int64)
+    gk.prune(xq, ids, ds, R, np.float32(params.alpha), l1, hops, adj)
+    gk.add_reverse(adj)
+    adj_user[perm] = np.where(adj >= 0, perm[np.maximum(adj, 0)], -1)
+    return adj_user
+
+
+def region(adj: np.ndarray, layout: Layout) -> np.ndarray:
+    """The graph region's records (uint8, a whole number of records, header last)."""
+    s = layout.size
+    n_items, R = adj.shape
+    body = adj.astype("<i4").tobytes()
+    m = -(-len(body) // s)
+    out = np.zeros((m + 1) * s, np.uint8)
+    out[: len(body)] = np.frombuffer(body, np.uint8)
+    header = np.array([0, MAGIC, (VERSION << 16) | R, n_items, m], "<i4")
+    out[m * s: m * s + 4 * HEADER_WORDS] = header.view(np.uint8)
+    return out
+
+
+def splice(buf: np.ndarray, n_roots: int, layout: Layout, graph_region: np.ndarray) -> np.ndarray:
+    """``buf`` (a built forest) with the graph region inserted before the root copies."""
+    cut = buf.size - n_roots * layout.size
+    return np.concatenate([buf[:cut], graph_region, buf[cut:]])
+
+
+def locate(
+    i32: np.ndarray, layout: Layout, n_nodes: int, n_roots: int, n_items: int
+) -> tuple[int, int, int] | None:
+    """``(first record, records, degree)`` of the graph region, or None when the file has none.
+    Raises AnnFormatError when a header is there but does not fit the file."""
+    s4 = layout.size // 4
+    h = n_nodes - n_roots - 1
+    if not supported(layout) or h < n_items or n_items == 0:
+        return None
+    words = i32[h * s4: h * s4 + HEADER_WORDS]
+    if int(words[0]) != 0 or int(words[1]) != MAGIC:
+        return None
+    version, degree = int(words[2]) >> 16, int(words[2]) & 0xFFFF
+    g_items, m = int(words[3]), int(words[4])
+    if version != VERSION:
+        raise AnnFormatError(f"graph region version {version} is not supported (this reader knows {VERSION})")
+    if g_items != n_items or degree < 1 or m < 0 or h - m < n_items or m * layout.size < n_items * degree * 4:
+        raise AnnFormatError(
+            f"graph header at record {h} does not fit the file (items {g_items} vs {n_items}, "
+            f"degree {degree}, {m} records)")
+    return h - m, m, degree
+
+
+def adjacency(raw: np.ndarray, layout: Layout, start: int, degree: int, n_items: int) -> np.ndarray:
+    """Zero-copy view of the adjacency matrix, checked once: every id is -1 or an item."""
+    off = start * layout.size
+    adj = np.ndarray((n_items, degree), dtype="<i4", buffer=raw, offset=off)
+    if adj.size and (int(adj.min()) < -1 or int(adj.max()) >= n_items):
+        raise AnnFormatError(
+            f"graph region at record {start} holds ids outside 0..{n_items - 1}: corrupt file")
+    return adj
+
+
+def search_params(layout: Layout, n_items: int, metric: str) -> np.ndarray:
+    """The fixed part of the search kernel's ``params`` (the per-call slots are filled in later)."""
+    return np.array([
+        layout.size // 4, layout.off_children // 4, layout.off_v // 4,
+        layout.off_a // 4 if layout.off_a is not None else -1,
+        layout.off_norm // 4 if layout.off_norm is not None else -1,
+        layout.K, n_items, {"angular": 0, "euclidean": 1, "manhattan": 2, "dot": 3}[metric], layout.f,
+        0, 0, 1, 0,
+        layout.off_dot_factor // 4 if layout.off_dot_factor is not None else -1,
+        layout.dot_layout == "v1",
+    ], dtype=np.int64)
+
+
+def ef_for(search_k: int, k: int, n_trees: int) -> int:
+    """Beam width for annoy's ``search_k`` knob: about ``search_k`` distance computations."""
+    if search_k < 0:
+        search_k = k * max(n_trees, 1)
+    return max(k, search_k // 10)
+
+
+def seeds_for(ef: int, leaf: int) -> int:
+    """Leaf items the tree walk gathers before the graph walk: a few leaves, more for wide beams."""
+    return max(leaf, ef // 2)
+
+
+def finish_distances(metric: str, keys: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """Annoy's reported distances from the search keys (see ``_graph_kernels._key``)."""
+    if metric == "angular":
+        qn = np.sqrt(np.einsum("ij,ij->i", qs, qs, dtype=np.float64))[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = np.where(qn > 0, -keys.astype(np.float64) / qn, 0.0)
+        d = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+        return np.where(np.isfinite(keys), d, np.inf).astype(np.float32)
+    if metric == "euclidean":
+        return np.where(np.isfinite(keys), np.sqrt(np.maximum(keys, 0)), np.inf).astype(np.float32)
+    if metric == "manhattan":
+        return np.where(np.isfinite(keys), np.maximum(keys, 0), np.inf).astype(np.float32)
+    return np.where(np.isfinite(keys), -keys, np.inf).astype(np.float32)  # dot
+
+
+def describe(adj: Any) -> dict[str, Any]:
+    deg = (np.asarray(adj) >= 0).sum(axis=1)
+    return {"degree": int(adj.shape[1]), "mean_degree": float(deg.mean()) if deg.size else 0.0}

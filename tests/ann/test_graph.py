@@ -1,0 +1,208 @@
+"""The neighbour graph inside ``.ann`` files: annoy still reads the file, queries get faster, and a
+damaged graph region is refused."""
+
+from __future__ import annotations
+
+import threading
+
+import annoy
+import numpy as np
+import pytest
+
+from backbeat.ann import AnnIndex
+from backbeat.ann import graph as G
+from backbeat.ann.errors import AnnFormatError, AnnStateError
+
+from .conftest import brute, vectors
+
+N = 4000
+GRAPH_METRICS = ["angular", "euclidean", "manhattan", "dot"]
+
+
+def built(metric: str, graph: bool | None, tmp_path, n: int = N, name: str = "x.ann") -> tuple[AnnIndex, str]:
+    x = vectors(metric, n)
+    index = AnnIndex(x.shape[1], metric)
+    index.set_seed(7)
+    index.add_items(x)
+    index.build(4, graph=graph)
+    path = str(tmp_path / name)
+    index.save(path)
+    return index, path
+
+
+@pytest.fixture(scope="module", params=GRAPH_METRICS)
+def pair(request, tmp_path_factory):
+    """The same items and seed built with and without the graph."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    with_graph, gpath = built(request.param, None, tmp, name="graph.ann")
+    plain, ppath = built(request.param, False, tmp, name="plain.ann")
+    return request.param, with_graph, gpath, plain, ppath
+
+
+def test_graph_is_built_by_default_above_the_threshold_only(tmp_path):
+    big, _ = built("euclidean", None, tmp_path, n=G.MIN_ITEMS)
+    small, _ = built("euclidean", None, tmp_path, n=G.MIN_ITEMS - 1, name="small.ann")
+    assert big.has_graph and big.info()["graph"]["degree"] == G.GraphParams().degree
+    assert not small.has_graph and small.info()["graph"] is None
+
+
+def test_the_forest_part_is_unchanged_and_annoy_answers_alike(pair):
+    metric, with_graph, gpath, plain, ppath = pair
+    g = np.fromfile(gpath, np.uint8)
+    p = np.fromfile(ppath, np.uint8)
+    s = with_graph.layout.size
+    start, m, _ = with_graph._graph
+    n_roots = with_graph.get_n_trees()
+    # the graph file is the plain file with the region inserted before the root copies
+    assert g.size == p.size + (m + 1) * s
+    assert np.array_equal(g[: start * s], p[: start * s])
+    assert np.array_equal(g[g.size - n_roots * s:], p[p.size - n_roots * s:])
+    a_g = annoy.AnnoyIndex(with_graph.f, metric)
+    a_g.load(gpath)
+    a_p = annoy.AnnoyIndex(plain.f, metric)
+    a_p.load(ppath)
+    assert (a_g.get_n_items(), a_g.get_n_trees()) == (a_p.get_n_items(), a_p.get_n_trees()) == (N, 4)
+    q = vectors(metric, 20, seed=5)
+    for v in q:
+        want = a_p.get_nns_by_vector(v.tolist(), 10, search_k=500)
+        assert a_g.get_nns_by_vector(v.tolist(), 10, search_k=500) == want
+
+
+def test_graph_search_finds_the_true_neighbours(pair):
+    metric, with_graph, gpath, _, _ = pair
+    index = AnnIndex(with_graph.f, metric)
+    index.load(gpath)
+    trees = AnnIndex(with_graph.f, metric)
+    trees.load(gpath, graph=False)
+    assert index.has_graph and not trees.has_graph
+    x = vectors(metric, N)
+    present = np.ones(N, bool)
+    q = vectors(metric, 50, seed=3)  # other cluster centres than the items: a hard case for graphs
+    hits = 0
+    for v in q:
+        truth = set(brute(metric, x, present, v, 10).tolist())
+        hits += len(set(index.get_nns_by_vector(v, 10, search_k=1000)) & truth)
+    floor = 0.85 if metric == "dot" else 0.93  # dot: inner product is not a metric; still close
+    assert hits / (10 * len(q)) >= floor
+    # queries like the items (the usual case): clearly better than the trees for a small search_k
+    near = x[::97] + np.random.default_rng(1).normal(0, 0.3, (len(x[::97]), x.shape[1])).astype(np.float32)
+    graph_hits = tree_hits = 0
+    for v in near:
+        truth = set(brute(metric, x, present, v, 10).tolist())
+        graph_hits += len(set(index.get_nns_by_vector(v, 10, search_k=100)) & truth)
+        tree_hits += len(set(trees.get_nns_by_vector(v, 10, search_k=100)) & truth)
+    assert graph_hits >= tree_hits + len(near), (graph_hits, tree_hits)  # +0.1 recall at least
+
+
+def test_distances_and_batches_agree_with_single_queries(pair):
+    metric, with_graph, gpath, _, _ = pair
+    index = AnnIndex(with_graph.f, metric)
+    index.load(gpath)
+    q = vectors(metric, 30, seed=9)
+    ids, dist = index.query(q, 5, search_k=800)
+    for row, v in enumerate(q):
+        one, d = index.get_nns_by_vector(v, 5, search_k=800, include_distances=True)
+        assert ids[row].tolist() == one
+        assert np.allclose(dist[row], d, rtol=1e-5, atol=1e-5)
+    item = 123
+    got, d = index.get_nns_by_item(item, 5, include_distances=True, search_k=800)
+    if metric != "dot":  # by inner product an item is not always its own best match
+        assert got[0] == item
+    for j, dj in zip(got, d, strict=True):
+        assert dj == pytest.approx(index.get_distance(item, j), rel=1e-4, abs=1e-4)
+
+
+def test_graph_false_replays_annoy_exactly(pair):
+    metric, with_graph, gpath, _, _ = pair
+    index = AnnIndex(with_graph.f, metric)
+    index.load(gpath, graph=False)
+    assert not index.has_graph
+    ref = annoy.AnnoyIndex(with_graph.f, metric)
+    ref.load(gpath)
+    for v in vectors(metric, 20, seed=11):
+        assert index.get_nns_by_vector(v, 10, search_k=300) == ref.get_nns_by_vector(v.tolist(), 10, 300)
+
+
+def test_threads_share_one_index(pair):
+    metric, with_graph, gpath, _, _ = pair
+    index = AnnIndex(with_graph.f, metric)
+    index.load(gpath)
+    q = vectors(metric, 200, seed=13)
+    expected = index.query(q, 10, 1000)[0]
+    results: dict[int, np.ndarray] = {}
+
+    def work(t: int) -> None:
+        out = np.empty_like(expected)
+        for r in range(len(q)):
+            out[r] = index.query(q[r], 10, 1000)[0][0]
+        results[t] = out
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for out in results.values():
+        assert np.array_equal(out, expected)
+
+
+def test_holes_in_the_id_range_never_come_back(tmp_path):
+    x = vectors("euclidean", 3000)
+    index = AnnIndex(x.shape[1], "euclidean")
+    index.set_seed(1)
+    ids = np.arange(3000) * 2 + 5  # ids 0..4 and every odd id are holes
+    index.add_items(x, ids)
+    index.build(3, graph=True)
+    assert index.has_graph
+    got = index.query(x[:100], 10, 1000)[0]
+    assert set(got.ravel().tolist()) <= set(ids.tolist())
+    assert (got[:, 0] == ids[:100]).mean() > 0.97
+
+
+def test_hamming_has_no_graph(tmp_path):
+    x = vectors("hamming", 3000)
+    index = AnnIndex(x.shape[1], "hamming")
+    index.add_items(x)
+    with pytest.raises(AnnStateError, match="no neighbour graph for metric 'hamming'"):
+        index.build(2, graph=True)
+
+
+def _damaged(gpath: str, tmp_path, index: AnnIndex, word: int, value: int) -> str:
+    data = np.fromfile(gpath, np.uint8)
+    start, m, _ = index._graph
+    s = index.layout.size
+    header = (start + m) * s
+    data[header + 4 * word: header + 4 * word + 4] = np.array([value], "<i4").view(np.uint8)
+    out = tmp_path / "damaged.ann"
+    data.tofile(out)
+    return str(out)
+
+
+def test_a_damaged_graph_header_is_refused(tmp_path):
+    index, gpath = built("angular", True, tmp_path)
+    bad = _damaged(gpath, tmp_path, index, 2, (9 << 16) | 48)  # version 9
+    with pytest.raises(AnnFormatError, match="graph region version 9"):
+        AnnIndex(index.f, "angular").load(bad)
+    bad = _damaged(gpath, tmp_path, index, 3, 77)  # wrong item count
+    with pytest.raises(AnnFormatError, match="does not fit the file"):
+        AnnIndex(index.f, "angular").load(bad)
+    # annoy itself never looks there: the damaged file still answers in annoy
+    a = annoy.AnnoyIndex(index.f, "angular")
+    a.load(bad)
+    assert a.get_n_items() == N
+
+
+def test_corrupt_graph_ids_are_refused_before_they_are_followed(tmp_path):
+    index, gpath = built("euclidean", True, tmp_path)
+    data = np.fromfile(gpath, np.uint8)
+    start = index._graph[0] * index.layout.size
+    data[start + 40: start + 44] = np.array([10_000_000], "<i4").view(np.uint8)
+    bad = tmp_path / "bad-ids.ann"
+    data.tofile(bad)
+    loaded = AnnIndex(index.f, "euclidean")
+    loaded.load(bad)
+    with pytest.raises(AnnFormatError, match="outside 0..3999: corrupt file"):
+        loaded.get_nns_by_vector(vectors("euclidean", 1)[0], 5)
+    # the trees still answer when the graph is ignored
+    loaded.load(bad, graph=False)
+    assert len(loaded.get_nns_by_vector(vectors("euclidean", 1)[0], 5)) == 5
