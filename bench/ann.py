@@ -199,7 +199,8 @@ def run_hnswlib(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str,
         index.set_ef(max(ef, K))
         return index.knn_query(row[None, :], k=K, num_threads=1)[0][0]
 
-    pts = sweep("hnswlib M=16", [10, 20, 40, 80, 160, 320, 640], one, q, truth, budget_s)
+    efs = [10, 20, 40, 50, 60, 70, 80, 120, 160, 240, 320, 640]
+    pts = sweep("hnswlib M=16", efs, one, q, truth, budget_s)
     return {"build_s": build, "bytes": None, "rss_mb": rss_mb() - before, "points": pts}
 
 
@@ -237,7 +238,7 @@ def run_annoy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, t
     return {"build_s": build, "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
-GRAPH_KNOBS = [200, 300, 450, 600, 800, 1000, 1400, 2000, 3000, 4500, 6000, 9000]
+GRAPH_KNOBS = [200, 300, 450, 600, 800, 900, 1000, 1200, 1400, 2000, 3000, 4500, 6000, 7500, 9000]
 
 
 def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,
@@ -297,7 +298,9 @@ def pss():
     with open('/proc/self/smaps_rollup') as fh:
         return next(int(l.split()[1]) for l in fh if l.startswith('Pss:'))
 f, metric, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-w = AnnIndex(f, metric); w.add_items(np.random.rand(300, f)); w.build(2); w.query(np.random.rand(3, f), 10)
+w = AnnIndex(f, metric); w.add_items(np.random.rand(300, f))
+w.build(2, graph=None if metric == "hamming" else True)
+w.query(np.random.rand(3, f), 10)  # kernels loaded: code, not index memory
 q = np.random.default_rng(0).standard_normal((200, f)).astype(np.float32)
 sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.readline()
 index = AnnIndex(f, metric); index.load(path, prefault=True); index.query(q, 10, 20000)

@@ -354,7 +354,7 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
     items of the leaves the trees rank first."""
     s4, ch4, v4, a4, norm4 = params[0], params[1], params[2], params[3], params[4]
     K, n_items, metric, f = params[5], params[6], params[7], params[8]
-    k, ef, seed_k, epoch = params[9], params[10], params[11], params[12]
+    k, ef, seed_k, stamp = params[9], params[10], params[11], params[12]
     df4, dfsq = params[13], params[14] != 0
     ef = max(ef, k)
     R = adj.shape[1]
@@ -370,7 +370,10 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
     tn = np.empty(256, np.int64)
     for b in range(qs.shape[0]):
         q = qs[b]
-        stamp = epoch + b
+        stamp += 1
+        if stamp > 255:  # one byte per item keeps the stamps in cache; wrap: clear them
+            visited[:] = 0
+            stamp = 1
         nr = 0
         nc = 0
         # entry points: annoy's best-first walk over all trees (priority = smallest margin on the
@@ -525,3 +528,5 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
         for r in range(got, k):
             out_ids[b, r] = -1
             out_d[b, r] = np.inf
+    return stamp
+

@@ -46,10 +46,10 @@ GRAPH_METRICS = ("angular", "euclidean", "manhattan", "dot")
 class GraphParams:
     """Build knobs (defaults measured on GloVe-50, see docs/ann.md)."""
 
-    degree: int = 48  # R: edges kept per item (pruning leaves ~29 on GloVe-50)
+    degree: int = 40  # R: edges kept per item (pruning and reverse edges leave ~30 on GloVe-50)
     candidates: int = 48  # L: neighbour list length during NN-descent (at least degree)
     sample: int = 8  # S: new/old neighbours joined per item and round
-    rounds: int = 3  # NN-descent rounds (stops earlier when lists settle)
+    rounds: int = 4  # NN-descent rounds (stops earlier when lists settle)
     init_trees: int = 8  # trees whose leaf orders seed the lists
     chunk: int = 24  # items compared pairwise per chunk of a leaf order
     reverse_old: int = 3  # old reverse neighbours joined per item and round (<= sample)

@@ -480,25 +480,21 @@ class AnnIndex:
         self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Graph search for every row of ``qs``; ``search_k`` sets the beam (see ``graph.ef_for``).
-        Each thread keeps its own int32 "visited" stamps (4 bytes per item)."""
+        Each thread keeps its own one-byte "visited" stamp per item (cleared every 255 queries)."""
         from backbeat.ann import graph as G
 
         local = st["local"]
         if getattr(local, "visited", None) is None:
-            local.visited = np.zeros(max(self._n_items, 1), np.int32)
-            local.epoch = 1
+            local.visited = np.zeros(max(self._n_items, 1), np.uint8)
+            local.stamp = 0
             local.params = st["params"].copy()
-        if local.epoch + qs.shape[0] >= 2**31 - 1:
-            local.visited.fill(0)
-            local.epoch = 1
         p = local.params
         ef = G.ef_for(search_k, k, len(self._roots))
-        p[9], p[10], p[11], p[12] = k, ef, G.seeds_for(ef, self._layout.K), local.epoch
-        local.epoch += qs.shape[0]
+        p[9], p[10], p[11], p[12] = k, ef, G.seeds_for(ef, self._layout.K), local.stamp
         ids = np.empty((qs.shape[0], k), np.int64)
         keys = np.empty((qs.shape[0], k), np.float32)
         i32, f32, adj, roots = st["arrays"]
-        st["kernel"](i32, f32, adj, roots, p, qs, local.visited, ids, keys)
+        local.stamp = st["kernel"](i32, f32, adj, roots, p, qs, local.visited, ids, keys)
         return ids, G.finish_distances(self.metric, keys, qs)
 
     def _run_kernel(self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int,
