@@ -348,6 +348,40 @@ def _heap_down_min(hd, hi, size, d, i):  # pragma: no cover - compiled
     hi[p] = i
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _offer(rd, ri, nr, ef, cd, ci, nc, key, item):  # pragma: no cover - compiled
+    """A newly measured item: into the results (max-heap of the ``ef`` best) if it beats the worst
+    of them, and then onto the frontier (min-heap, grown when full). Returns the new sizes/heaps."""
+    if nr < ef:
+        p = nr
+        nr += 1
+        while p > 0 and rd[(p - 1) >> 1] < key:
+            rd[p] = rd[(p - 1) >> 1]
+            ri[p] = ri[(p - 1) >> 1]
+            p = (p - 1) >> 1
+        rd[p] = key
+        ri[p] = item
+    elif key < rd[0]:
+        _heap_down_max(rd, ri, nr, key, item)
+    else:
+        return nr, nc, cd, ci
+    if nc == cd.shape[0]:
+        cd2 = np.empty(2 * nc, np.float32)
+        ci2 = np.empty(2 * nc, np.int64)
+        cd2[:nc] = cd[:nc]
+        ci2[:nc] = ci[:nc]
+        cd, ci = cd2, ci2
+    p = nc
+    nc += 1
+    while p > 0 and cd[(p - 1) >> 1] > key:
+        cd[p] = cd[(p - 1) >> 1]
+        ci[p] = ci[(p - 1) >> 1]
+        p = (p - 1) >> 1
+    cd[p] = key
+    ci[p] = item
+    return nr, nc, cd, ci
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma: no cover - compiled
     """Beam search (width ``ef``) over the graph for every row of ``qs``, entered at the ``seed_k``
@@ -360,9 +394,8 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
     R = adj.shape[1]
     rd = np.empty(ef, np.float32)  # results: max-heap on key
     ri = np.empty(ef, np.int64)
-    cap = 1024
-    cd = np.empty(cap, np.float32)  # frontier: min-heap on key
-    ci = np.empty(cap, np.int64)
+    cd = np.empty(1024, np.float32)  # frontier: min-heap on key
+    ci = np.empty(1024, np.int64)
     nbr = np.empty(R, np.int64)
     row_words = v4 + f  # words of a record the distance reads
     adj_flat = adj.reshape(adj.shape[0] * R)
@@ -432,34 +465,7 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
                     continue
                 visited[item] = stamp
                 key = _key(f32, item * s4, v4, norm4, q, f, metric)
-                if nr < ef:
-                    p = nr
-                    nr += 1
-                    while p > 0 and rd[(p - 1) >> 1] < key:
-                        rd[p] = rd[(p - 1) >> 1]
-                        ri[p] = ri[(p - 1) >> 1]
-                        p = (p - 1) >> 1
-                    rd[p] = key
-                    ri[p] = item
-                elif key < rd[0]:
-                    _heap_down_max(rd, ri, nr, key, item)
-                else:
-                    continue
-                if nc == cap:
-                    cap *= 2
-                    cd2 = np.empty(cap, np.float32)
-                    ci2 = np.empty(cap, np.int64)
-                    cd2[:nc] = cd[:nc]
-                    ci2[:nc] = ci[:nc]
-                    cd, ci = cd2, ci2
-                p = nc
-                nc += 1
-                while p > 0 and cd[(p - 1) >> 1] > key:
-                    cd[p] = cd[(p - 1) >> 1]
-                    ci[p] = ci[(p - 1) >> 1]
-                    p = (p - 1) >> 1
-                cd[p] = key
-                ci[p] = item
+                nr, nc, cd, ci = _offer(rd, ri, nr, ef, cd, ci, nc, key, item)
         while nc > 0:
             if nr >= ef and cd[0] > rd[0]:
                 break
@@ -485,34 +491,7 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
             for t in range(m):
                 item = nbr[t]
                 key = _key(f32, item * s4, v4, norm4, q, f, metric)
-                if nr < ef:
-                    p = nr
-                    nr += 1
-                    while p > 0 and rd[(p - 1) >> 1] < key:
-                        rd[p] = rd[(p - 1) >> 1]
-                        ri[p] = ri[(p - 1) >> 1]
-                        p = (p - 1) >> 1
-                    rd[p] = key
-                    ri[p] = item
-                elif key < rd[0]:
-                    _heap_down_max(rd, ri, nr, key, item)
-                else:
-                    continue
-                if nc == cap:
-                    cap *= 2
-                    cd2 = np.empty(cap, np.float32)
-                    ci2 = np.empty(cap, np.int64)
-                    cd2[:nc] = cd[:nc]
-                    ci2[:nc] = ci[:nc]
-                    cd, ci = cd2, ci2
-                p = nc
-                nc += 1
-                while p > 0 and cd[(p - 1) >> 1] > key:
-                    cd[p] = cd[(p - 1) >> 1]
-                    ci[p] = ci[(p - 1) >> 1]
-                    p = (p - 1) >> 1
-                cd[p] = key
-                ci[p] = item
+                nr, nc, cd, ci = _offer(rd, ri, nr, ef, cd, ci, nc, key, item)
         # the k best, nearest first (ties: smaller id first)
         keys = rd[:nr].copy()
         items = ri[:nr].copy()

@@ -272,6 +272,10 @@ class Reader:
             if h2 == h:
                 if self._compressed:
                     value = self._value_compressed(addr, key)
+                elif not LOG_HEADER_SIZE <= addr < self._end - 1:  # the fast path's wording too
+                    raise CorruptFileError(
+                        self.index_path, HASH_HEADER_SIZE + slot * ss,
+                        f"slot points to {addr}, outside {self.log_path}")
                 else:
                     value = self._value_slow(addr, key)
                 if value is not None:

@@ -570,14 +570,26 @@ def run_attached(stack: LocalStack, on_ready: Any = None) -> int:
     Returns 0 after a requested stop, 130 if the stop came while starting, 1 if the start failed
     (the state file then keeps ``failed`` and the error for ``backbeat up`` to show).
     """
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    requested = threading.Event()
+    running = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # while starting, interrupt the start at once; once running, only flag the request: an
+        # exception raised at an arbitrary point (inside a lock held by logging or the console)
+        # could leave that lock taken and hang the stop that follows
+        if not running:
+            _raise_stop(signum, frame)
+        requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     code = 0
     try:
         state = stack.start()
+        running = True
         if on_ready is not None:
             on_ready(state)
-        while True:
-            threading.Event().wait(3600)
+        while not requested.wait(0.5):
+            pass
     except (_StopRequested, KeyboardInterrupt):
         code = 0 if stack.state.status == "ready" else 130
     except BackbeatError as exc:

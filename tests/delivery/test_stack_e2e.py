@@ -16,13 +16,10 @@ import base64
 import json
 import os
 import random
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ from backbeat.delivery.producer import Producer
 from backbeat.delivery.registry import default_registry
 from backbeat.delivery.watermark import BacklogWatermark
 from backbeat.settings import Settings
+from tests.stacktools import require_emulators, run_cli, wait_for
 
 from .helpers import assert_exactly_once, make_stream, snapshot
 
@@ -49,35 +47,6 @@ REG = default_registry()
 FAULTS = "ingest.after_upload=0.3,ingest.before_ack=0.3,dedupe.before_success=1"
 
 
-def require_emulators() -> None:
-    missing = [tool for tool in ("gcloud", "java") if shutil.which(tool) is None]
-    if missing:
-        msg = f"the delivery e2e needs {', '.join(missing)} (Google Cloud SDK emulators, Java)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backbeat.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def delivery_manifest(path: Path) -> Path:
@@ -120,7 +89,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_emulators()
+    require_emulators("the delivery e2e")
     base = tmp_path_factory.mktemp("delivery-stack")
     env = {
         k: v

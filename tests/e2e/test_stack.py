@@ -16,13 +16,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.stacktools import require_emulators, run_cli, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulators, pytest.mark.slow]
 
@@ -31,22 +32,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MANIFEST = FIXTURES / "manifest.yaml"
 BACKBEAT = [sys.executable, "-m", "backbeat.cli"]
 PROJECT = "backbeat-e2e"
-
-
-def require_emulators() -> None:
-    """Skip locally, fail under CI, when the Google Cloud SDK emulators are missing."""
-    missing = [tool for tool in ("gcloud", "java") if shutil.which(tool) is None]
-    if missing:
-        msg = f"the local stack needs {', '.join(missing)} (Google Cloud SDK with the emulators, Java)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*BACKBEAT, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def port_open(port: int) -> bool:
@@ -64,16 +49,6 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def records(folder: Path, function: str) -> list[dict[str, Any]]:

@@ -24,13 +24,10 @@ import base64
 import io
 import json
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ import pytest
 import yaml
 
 from backbeat.stack.relay import Relay, Route
+from tests.stacktools import require_emulators, run_cli, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDER = Path(__file__).resolve().parent / "fixtures" / "recorder"
@@ -73,38 +71,6 @@ def write_manifest(path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
-
-
-def require_emulators() -> None:
-    """Skip locally, fail under CI, when the Google Cloud SDK emulators are missing."""
-    missing = [tool for tool in ("gcloud", "java") if shutil.which(tool) is None]
-    if missing:
-        msg = f"the local stack needs {', '.join(missing)} (Google Cloud SDK with the emulators, Java)"
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backbeat.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def records(folder: Path) -> list[dict[str, Any]]:
