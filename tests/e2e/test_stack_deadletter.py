@@ -24,11 +24,9 @@ import base64
 import io
 import json
 import os
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ import pytest
 import yaml
 
 from backbeat.stack.relay import Relay, Route
-from tests.stacktools import require_emulators, run_cli, wait_for
+from tests.stacktools import FakeFunction, require_emulators, run_cli, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDER = Path(__file__).resolve().parent / "fixtures" / "recorder"
@@ -272,42 +270,18 @@ def test_ingest_poison_batch_is_dead_lettered_by_the_bus_and_its_hour_reports_it
 
 
 # ------------------------------------------------------------------- the relay's attempt counter
-class _Function:
-    """A loopback HTTP server standing in for functions-framework: records bodies, answers ``status``."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.status = 500
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                outer.bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-                self.send_response(outer.status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-
 @pytest.fixture()
-def fn() -> Iterator[_Function]:
-    f = _Function()
+def fn() -> Iterator[FakeFunction]:
+    f = FakeFunction(status=500)
     yield f
-    f.server.shutdown()
-    f.server.server_close()
+    f.close()
 
 
 def _push(mid: str, sub: str = "projects/p/subscriptions/s", **extra: Any) -> dict[str, Any]:
     return {"subscription": sub, "message": {"data": "", "messageId": mid, "publishTime": "x"}, **extra}
 
 
-def test_relay_counts_attempts_per_message_and_forgets_settled_ones(fn: _Function) -> None:
+def test_relay_counts_attempts_per_message_and_forgets_settled_ones(fn: FakeFunction) -> None:
     route = Route("f", fn.url, "cloudevent", retry=True, timeout_s=5.0, max_delivery_attempts=3)
     relay = Relay("p", {"f": route})
     for _ in range(2):
@@ -332,7 +306,7 @@ def test_relay_counts_attempts_per_message_and_forgets_settled_ones(fn: _Functio
 
 
 def test_relay_passes_the_push_bodys_attempt_through_and_omits_it_without_dead_letters(
-    fn: _Function,
+    fn: FakeFunction,
 ) -> None:
     with_dl = Route("f", fn.url, "cloudevent", retry=True, timeout_s=5.0, max_delivery_attempts=5)
     Relay("p", {"f": with_dl}).deliver("f", "t-1", _push("m1", deliveryAttempt=4))

@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from backbeat.stack.relay import STORAGE_ROUTE, Relay, Route, serve
 from backbeat.stack.scheduler import Scheduler
-
-
-class FakeFunction:
-    """A real HTTP server standing in for functions-framework: records requests, answers ``status``."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.status = 200
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(outer.status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+from tests.stacktools import FakeFunction
 
 
 @pytest.fixture()
 def fn() -> Iterator[FakeFunction]:
     f = FakeFunction()
     yield f
-    f.server.shutdown()
-    f.server.server_close()
+    f.close()
 
 
 def push(data: bytes, attributes: dict[str, str] | None = None, mid: str = "42") -> dict[str, Any]:
