@@ -263,18 +263,19 @@ def _launch(
 
 
 def _on_port(start: Callable[[int], EmulatorProcess], port: int | None) -> EmulatorProcess:
-    """Run ``start`` on ``port``; when we chose the port ourselves and another process took it in
-    the meantime (the log says so), try again on a new free port."""
-    if port:
-        return start(port)
+    """Run ``start`` on ``port``; when a bind failed because another process held an address at
+    that moment (the log says so), try again: on a new free port when we chose it ourselves, on
+    the same one when the caller did (the clash may have been a side port the emulator picks at
+    random, such as Firestore's websocket server, or a port in use only briefly)."""
     for attempt in range(3):
         try:
-            return start(free_port())
+            return start(port or free_port())
         except EmulatorError as exc:
             text = str(exc).lower()
             clash = "address already in use" in text or "bindexception" in text
             if attempt == 2 or not clash:
                 raise
+            time.sleep(0.5)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
