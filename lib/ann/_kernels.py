@@ -513,6 +513,18 @@ def _sign(v, ties):  # pragma: no cover - compiled
     return ties & 1, ties + 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _swap_rows(xs, ids, i, j, ncols):  # pragma: no cover - compiled
+    """Exchange the first ``ncols`` columns of working rows ``i`` and ``j`` and their item ids."""
+    for c in range(ncols):
+        t = xs[i, c]
+        xs[i, c] = xs[j, c]
+        xs[j, c] = t
+    t2 = ids[i]
+    ids[i] = ids[j]
+    ids[j] = t2
+
+
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _partition_rows(xs, ids, st, m, w, a, f):  # pragma: no cover - compiled
     """Move rows ``st..st+m`` (and ``ids``) so those with ``w.x + a <= 0`` come first; return how many.
@@ -532,13 +544,7 @@ def _partition_rows(xs, ids, st, m, w, a, f):  # pragma: no cover - compiled
                 break
             s, ties = _sign(a + _rowdot(xs, j, w), ties)
             if s == 0:
-                for c in range(f):
-                    t = xs[i, c]
-                    xs[i, c] = xs[j, c]
-                    xs[j, c] = t
-                t2 = ids[i]
-                ids[i] = ids[j]
-                ids[j] = t2
+                _swap_rows(xs, ids, i, j, f)
                 i += 1
                 break
     return i - st
@@ -616,13 +622,7 @@ def _split_bits(xs, ids, st, m, want, nbits, n_quant):  # pragma: no cover - com
             if j == i:
                 break
             if _bit(xs, j, best) == 0:
-                for c in range(xs.shape[1]):
-                    t = xs[i, c]
-                    xs[i, c] = xs[j, c]
-                    xs[j, c] = t
-                t2 = ids[i]
-                ids[i] = ids[j]
-                ids[j] = t2
+                _swap_rows(xs, ids, i, j, xs.shape[1])
                 i += 1
                 break
     n0 = i - st
