@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels of the neighbour graph: building it (NN-descent over int8 codes) and
+"""Compiled (numba) kernels of the neighbour graph: building it (leaf-block lists over int8 codes) and
 searching it (best-first beam search over the mapped ``.ann`` records).
 
 Why int8 codes for the build: the graph only needs approximately right neighbours, and 1 byte per
@@ -57,20 +57,24 @@ def _dist(xq, a, b, l1):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, inline="always")
 def _insert(ids, ds, flag, worst, i, j, d):  # pragma: no cover - compiled
-    """Insert neighbour ``j`` at distance ``d`` in the sorted list of ``i`` (1 if it went in)."""
+    """Insert neighbour ``j`` at distance ``d`` in the sorted list of ``i`` (1 if it went in).
+    Distances are exact integers, so ``j`` can already be listed only among the entries of equal
+    distance: the duplicate check looks at those, not at the whole list."""
     if d >= worst[i]:
         return 0
     L = ids.shape[1]
-    row = ids[i]
-    for t in range(L):
-        if row[t] == j:
-            return 0
     pos = L - 1
     while pos > 0 and ds[i, pos - 1] > d:
-        ds[i, pos] = ds[i, pos - 1]
-        ids[i, pos] = ids[i, pos - 1]
-        flag[i, pos] = flag[i, pos - 1]
         pos -= 1
+    t = pos - 1
+    while t >= 0 and ds[i, t] == d:
+        if ids[i, t] == j:
+            return 0
+        t -= 1
+    for t in range(L - 1, pos, -1):
+        ds[i, t] = ds[i, t - 1]
+        ids[i, t] = ids[i, t - 1]
+        flag[i, t] = flag[i, t - 1]
     ds[i, pos] = d
     ids[i, pos] = j
     flag[i, pos] = 1
@@ -79,32 +83,79 @@ def _insert(ids, ds, flag, worst, i, j, d):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def init_from_orders(xq, orders, chunk, ids, ds, flag, worst, l1):  # pragma: no cover - compiled
-    """Seed every item's list with the items near it in the trees' leaf orders: each order is cut
-    into chunks of ``chunk`` (the cut shifted by half a chunk from one tree to the next) and every
-    pair inside a chunk is compared."""
-    n = orders.shape[1]
-    w = xq.shape[1]
-    L = ds.shape[1]
-    xq_flat = xq.reshape(xq.shape[0] * w)
-    ds_flat = ds.reshape(ds.shape[0] * L)
-    for t in range(orders.shape[0]):
-        o = orders[t]
-        start = -((t * chunk) // 2 % chunk)
-        while start < n:
-            a0 = max(start, 0)
-            a1 = min(start + chunk, n)
-            for p in range(a0, a1):
-                _prefetch(xq_flat, o[p] * w)
-                _prefetch(ds_flat, o[p] * L)
-            for p in range(a0, a1):
-                u = o[p]
-                for r in range(p + 1, a1):
-                    v = o[r]
-                    d = _dist(xq, u, v, l1)
-                    _insert(ids, ds, flag, worst, u, v, d)
-                    _insert(ids, ds, flag, worst, v, u, d)
-            start += chunk
+def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover - compiled
+    """Offer every item of one leaf block (``mem``: rows of the items, in one tree's leaf order)
+    all the others as neighbours. ``g`` is the block's Gram matrix of the int8 codes (computed by
+    BLAS, exact: the products are small integers) and ``sq`` the codes' squared norms, so the
+    squared distance is ``sq[u] + sq[v] - 2 g``; for manhattan (``l1``) the codes are compared
+    directly. Per item, only the candidates nearer than its current worst are kept, the best
+    ``L`` of them are sorted and merged into its list (a block writes only its own items' rows:
+    blocks of one tree can run in parallel)."""
+    m = mem.shape[0]
+    L = ids.shape[1]
+    big = np.iinfo(np.int32).max
+    keys = np.empty(m, np.int64)
+    nb = np.empty(m, np.int32)
+    for r in range(m):
+        nb[r] = sq[mem[r]]
+    nd = np.empty(L, np.int32)
+    ni = np.empty(L, np.int32)
+    nf = np.empty(L, np.uint8)
+    for p in range(m):
+        u = mem[p]
+        w = worst[u]
+        c = 0
+        for r in range(m):
+            if l1:
+                d = _dist(xq, u, mem[r], True)
+            else:
+                d = nb[p] + nb[r] - 2 * np.int32(g[p, r])
+            if d < w and r != p:
+                keys[c] = (np.int64(d) << 32) | mem[r]
+                c += 1
+        if c == 0:
+            continue
+        ks = np.sort(np.partition(keys[:c], L - 1)[:L]) if c > L else np.sort(keys[:c])
+        a = 0
+        b = 0
+        o = 0
+        while o < L:
+            da = ds[u, a] if a < L else big
+            db = np.int32(ks[b] >> 32) if b < ks.shape[0] else big
+            if da == big and db == big:
+                break
+            if da <= db:
+                nd[o] = da
+                ni[o] = ids[u, a]
+                nf[o] = flag[u, a]
+                a += 1
+                o += 1
+                continue
+            v = np.int32(ks[b] & 0xFFFFFFFF)
+            b += 1
+            dup = False  # equal ids have equal distances: look only among the equal ones
+            t = o - 1
+            while t >= 0 and nd[t] == db and not dup:
+                dup = ni[t] == v
+                t -= 1
+            t = a
+            while t < L and ds[u, t] == db and not dup:
+                dup = ids[u, t] == v
+                t += 1
+            if not dup:
+                nd[o] = db
+                ni[o] = v
+                nf[o] = 1
+                o += 1
+        for t in range(o):
+            ds[u, t] = nd[t]
+            ids[u, t] = ni[t]
+            flag[u, t] = nf[t]
+        for t in range(o, L):
+            ds[u, t] = big
+            ids[u, t] = -1
+            flag[u, t] = 0
+        worst[u] = ds[u, L - 1]
 
 
 @njit(cache=True, nogil=True)
@@ -196,7 +247,7 @@ def nn_descent_round(xq, ids, ds, flag, worst, S, rev_old, l1, seed):  # pragma:
 
 
 @njit(cache=True, nogil=True)
-def prune(xq, ids, ds, R, alpha, l1, hops, adj):  # pragma: no cover - compiled
+def prune(xq, ids, ds, R, alpha, l1, hops, adj, lo, hi):  # pragma: no cover - compiled
     """Keep, nearest first, the neighbours no kept neighbour already covers (the relative
     neighbourhood rule: drop ``u`` when some kept ``w`` has ``alpha * d(u, w) < d(i, u)``), at most
     ``R``; the graph stays sparse where the data is dense.
@@ -204,14 +255,15 @@ def prune(xq, ids, ds, R, alpha, l1, hops, adj):  # pragma: no cover - compiled
     Besides the near neighbours, each item is offered the items ``hops`` positions away from it
     in the first tree's leaf order (rows are in that order): items in neighbouring cells at every
     scale. The rule keeps those that no near neighbour covers, the long edges that let a walk
-    cross from one cluster to the next (NN-descent alone only links items within a cluster)."""
+    cross from one cluster to the next (near-neighbour lists alone only link items within a
+    cluster). Rows ``lo:hi`` only, so that threads can share the work."""
     n, L = ids.shape
     H = hops.shape[0]
     w = xq.shape[1]
     xq_flat = xq.reshape(n * w)
     cand = np.empty(L + 2 * H, np.int64)
     cd = np.empty(L + 2 * H, np.int64)
-    for i in range(n):
+    for i in range(lo, hi):
         m = 0
         for p in range(L):
             u = ids[i, p]

@@ -92,29 +92,11 @@ def build_forest(
     order: the items of every subtree are one contiguous range of it."""
     from backbeat.ann import _kernels
 
-    rng = np.random.default_rng(seed)
-    _kernels.seed(int(rng.integers(0, 2**31)))
     n_items = x.shape[0]
     pts = np.flatnonzero(present).astype(np.int64)
-    metric = layout.metric
-    hamming = metric == "hamming"
-    rows, dot_factor = _working_rows(x, pts, layout)
-    xs = rows if not hamming else np.zeros((0, 1), np.float32)
-    xb = rows if hamming else np.zeros((0, 1), np.uint64)
-    ids = np.arange(pts.size, dtype=np.int64)
-
-    trees: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    total = n_items
-    while (n_trees == -1 and total < 2 * n_items) or (n_trees != -1 and len(trees) < n_trees):
-        nodes, planes, offs, order = _kernels.grow(
-            xs, xb, ids, layout.K, n_items, hamming, layout.f, metric in ("angular", "dot"), BALANCE,
-            QUANTILE_SAMPLE, BLOCK, TWO_MEANS_SAMPLE, TWO_MEANS_ROUNDS, TWO_MEANS_MIN)
-        trees.append((nodes, planes, offs, pts[order]))
-        total += nodes.shape[0]
-        if progress:
-            progress(len(trees), n_trees)
-    del rows, xs, xb
-
+    trees, dot_factor = _grow(x, pts, layout, n_trees, seed, progress)
+    total = n_items + sum(t[0].shape[0] for t in trees)
+    hamming = layout.metric == "hamming"
     n_nodes = total + len(trees)
     s = layout.size
     buf = np.zeros(n_nodes * s, np.uint8)
@@ -134,6 +116,43 @@ def build_forest(
     if return_orders:
         return buf, [t[3] for t in trees]
     return buf
+
+
+def leaf_orders(x: np.ndarray, present: np.ndarray, layout: Layout, n_trees: int, seed: int | None
+                ) -> list[np.ndarray]:
+    """The leaf orders of ``n_trees`` more trees that are not written to the file: the graph build
+    cuts more trees into blocks than a small forest has."""
+    pts = np.flatnonzero(present).astype(np.int64)
+    return [t[3] for t in _grow(x, pts, layout, n_trees, seed, None)[0]]
+
+
+def _grow(x: np.ndarray, pts: np.ndarray, layout: Layout, n_trees: int, seed: int | None,
+          progress: Callable[[int, int], None] | None
+          ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], Any]:
+    """Grow the trees (per tree its nodes, planes, offsets and leaf order as ids), and dot's extra
+    component (see ``_working_rows``)."""
+    from backbeat.ann import _kernels
+
+    rng = np.random.default_rng(seed)
+    _kernels.seed(int(rng.integers(0, 2**31)))
+    n_items = x.shape[0]
+    metric = layout.metric
+    hamming = metric == "hamming"
+    rows, dot_factor = _working_rows(x, pts, layout)
+    xs = rows if not hamming else np.zeros((0, 1), np.float32)
+    xb = rows if hamming else np.zeros((0, 1), np.uint64)
+    ids = np.arange(pts.size, dtype=np.int64)
+    trees: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    total = n_items
+    while (n_trees == -1 and total < 2 * n_items) or (n_trees != -1 and len(trees) < n_trees):
+        nodes, planes, offs, order = _kernels.grow(
+            xs, xb, ids, layout.K, n_items, hamming, layout.f, metric in ("angular", "dot"), BALANCE,
+            QUANTILE_SAMPLE, BLOCK, TWO_MEANS_SAMPLE, TWO_MEANS_ROUNDS, TWO_MEANS_MIN)
+        trees.append((nodes, planes, offs, pts[order]))
+        total += nodes.shape[0]
+        if progress:
+            progress(len(trees), n_trees)
+    return trees, dot_factor
 
 
 def _write_items(buf: np.ndarray, x: np.ndarray, pts: np.ndarray, layout: Layout, dot_factor: Any) -> None:

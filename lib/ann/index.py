@@ -187,7 +187,7 @@ class AnnIndex:
         (angular, euclidean, manhattan, dot), ``True`` always (where the metric allows), ``False``
         never (a plain annoy forest)."""
         from backbeat.ann import graph as G
-        from backbeat.ann.build import build_forest
+        from backbeat.ann.build import build_forest, leaf_orders
 
         if self._views is not None:
             raise AnnStateError("build: the index is already built or loaded")
@@ -208,7 +208,11 @@ class AnnIndex:
             views = NodeViews(buf, self._layout, buf.size // self._layout.size)
             roots, _ = find_roots(views)
             seed = 1 if self._seed is None else self._seed
-            adj = G.build_graph(x, present, orders, self._layout, seed=seed, progress=graph_progress)
+            missing = G.GraphParams().init_trees - len(orders)
+            if missing > 0:  # a small forest: grow a few more trees just for their leaf orders
+                orders = orders + leaf_orders(x, present, self._layout, missing, seed + 1)
+            adj = G.build_graph(x, present, orders, self._layout, seed=seed, progress=graph_progress,
+                                n_jobs=int(n_jobs))
             buf = G.splice(buf, len(roots), self._layout, G.region(adj, self._layout))
         else:
             buf = build_forest(x, present, self._layout, int(n_trees), self._seed, progress)

@@ -11,6 +11,7 @@ import pytest
 
 from backbeat.ann import AnnIndex
 from backbeat.ann import graph as G
+from backbeat.ann.build import leaf_orders
 from backbeat.ann.errors import AnnFormatError, AnnStateError
 
 from .conftest import brute, vectors
@@ -206,3 +207,51 @@ def test_corrupt_graph_ids_are_refused_before_they_are_followed(tmp_path):
     # the trees still answer when the graph is ignored
     loaded.load(bad, graph=False)
     assert len(loaded.get_nns_by_vector(vectors("euclidean", 1)[0], 5)) == 5
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan"])
+def test_threads_build_the_same_graph(metric):
+    """Blocks of one tree and pruning ranges touch disjoint rows: n_jobs changes speed only."""
+    x = vectors(metric, 3000)
+    present = np.ones(len(x), bool)
+    layout = AnnIndex(x.shape[1], metric).layout
+    orders = leaf_orders(x, present, layout, 4, 3)
+    params = G.GraphParams(block=128, init_trees=4)
+    one = G.build_graph(x, present, orders, layout, params, n_jobs=1)
+    two = G.build_graph(x, present, orders, layout, params, n_jobs=2)
+    assert np.array_equal(one, two)
+    assert (one >= 0).sum(axis=1).min() >= 1
+
+
+def test_leaf_blocks_find_the_near_neighbours(tmp_path):
+    """Before pruning, the lists from the leaf blocks hold most of every item's true 10 nearest;
+    the optional NN-descent rounds run on top of them."""
+    x = vectors("euclidean", 3000)
+    present = np.ones(len(x), bool)
+    layout = AnnIndex(x.shape[1], "euclidean").layout
+    orders = leaf_orders(x, present, layout, 10, 5)
+    no_prune = G.GraphParams(degree=48, candidates=48, alpha=1e9, block=256)  # keeps the 48 nearest
+    for params in (no_prune, G.GraphParams(degree=48, candidates=48, alpha=1e9, block=256, rounds=1)):
+        adj = G.build_graph(x, present, orders, layout, params)
+        hits = 0
+        for i in range(0, 3000, 30):
+            truth = set(brute("euclidean", x, present, x[i], 11).tolist()) - {i}
+            hits += len(truth & set(adj[i].tolist()))
+        assert hits / (10 * 100) >= 0.9, params
+
+
+def test_a_small_forest_borrows_leaf_orders_for_its_graph(tmp_path):
+    """One tree is too few blocks for a good graph: the build grows throwaway trees for their leaf
+    orders, and the file still holds just the one tree."""
+    x = vectors("euclidean", 3000)
+    index = AnnIndex(x.shape[1], "euclidean")
+    index.set_seed(2)
+    index.add_items(x)
+    index.build(1, graph=True)
+    assert index.get_n_trees() == 1 and index.has_graph
+    present = np.ones(len(x), bool)
+    hits = 0
+    for v in x[::60]:
+        truth = set(brute("euclidean", x, present, v, 10).tolist())
+        hits += len(set(index.get_nns_by_vector(v, 10, search_k=500)) & truth)
+    assert hits / (10 * len(x[::60])) >= 0.95
