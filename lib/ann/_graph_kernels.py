@@ -437,7 +437,7 @@ def _offer(rd, ri, nr, ef, cd, ci, nc, key, item):  # pragma: no cover - compile
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma: no cover - compiled
     """Beam search (width ``ef``) over the graph for every row of ``qs``, entered at the ``seed_k``
-    items of the leaves the trees rank first."""
+    items of the leaves the trees rank first. ``out_d`` gets annoy's distances."""
     s4, ch4, v4, a4, norm4 = params[0], params[1], params[2], params[3], params[4]
     K, n_items, metric, f = params[5], params[6], params[7], params[8]
     k, ef, seed_k, stamp = params[9], params[10], params[11], params[12]
@@ -556,6 +556,22 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
             for s in range(got - 1 - r):
                 if out_d[b, s] == out_d[b, s + 1] and out_ids[b, s] > out_ids[b, s + 1]:
                     out_ids[b, s], out_ids[b, s + 1] = out_ids[b, s + 1], out_ids[b, s]
+        qn = 0.0
+        if metric == 0:
+            for j in range(f):
+                qn += np.float64(q[j]) * np.float64(q[j])
+            qn = np.sqrt(qn)
+        for r in range(got):  # annoy's reported distance from the ranking key
+            key = np.float64(out_d[b, r])
+            if metric == 0:
+                cos = -key / qn if qn > 0 else 0.0
+                out_d[b, r] = np.sqrt(max(2.0 - 2.0 * cos, 0.0))
+            elif metric == 1:
+                out_d[b, r] = np.sqrt(max(key, 0.0))
+            elif metric == 2:
+                out_d[b, r] = max(key, 0.0)
+            else:
+                out_d[b, r] = -key
         for r in range(got, k):
             out_ids[b, r] = -1
             out_d[b, r] = np.inf

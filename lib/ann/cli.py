@@ -25,6 +25,7 @@ def build(
     seed: int = typer.Option(None, help="Random seed for reproducible trees."),
     graph: bool = typer.Option(None, "--graph/--no-graph",
                                help="Store a neighbour graph for fast queries (default: from 2,000 items)."),
+    jobs: int = typer.Option(-1, "--jobs", "-j", help="Threads for the graph build (-1: one per CPU)."),
 ) -> None:
     """Build an index from a .npy matrix, with a progress bar per tree, then per graph step."""
     import numpy as np
@@ -47,7 +48,8 @@ def build(
     with Progress(*columns) as progress:
         task = progress.add_task("building trees", total=trees if trees > 0 else None)
         step = progress.add_task("graph", total=None, visible=False)
-        index.build(trees, progress=lambda done, total: progress.update(task, completed=done), graph=graph,
+        index.build(trees, jobs, graph=graph,
+                    progress=lambda done, total: progress.update(task, completed=done),
                     graph_progress=lambda msg: progress.update(step, description=msg, visible=True))
     index.save(out)
     typer.echo(json.dumps(index.info()))

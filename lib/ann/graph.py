@@ -270,21 +270,6 @@ def seeds_for(ef: int, leaf: int) -> int:
     return max(leaf, ef // 2)
 
 
-def finish_distances(metric: str, keys: np.ndarray, qs: np.ndarray) -> np.ndarray:
-    """Annoy's reported distances from the search keys (see ``_graph_kernels._key``)."""
-    if metric == "angular":
-        qn = np.sqrt(np.einsum("ij,ij->i", qs, qs, dtype=np.float64))[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cos = np.where(qn > 0, -keys.astype(np.float64) / qn, 0.0)
-        d = np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
-        return np.where(np.isfinite(keys), d, np.inf).astype(np.float32)
-    if metric == "euclidean":
-        return np.where(np.isfinite(keys), np.sqrt(np.maximum(keys, 0)), np.inf).astype(np.float32)
-    if metric == "manhattan":
-        return np.where(np.isfinite(keys), np.maximum(keys, 0), np.inf).astype(np.float32)
-    return np.where(np.isfinite(keys), -keys, np.inf).astype(np.float32)  # dot
-
-
 def describe(adj: Any) -> dict[str, Any]:
     deg = (np.asarray(adj) >= 0).sum(axis=1)
     return {"degree": int(adj.shape[1]), "mean_degree": float(deg.mean()) if deg.size else 0.0}

@@ -13,6 +13,7 @@ wrote) are searched with annoy's own algorithm, candidate for candidate.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from backbeat.ann import graph as G
 from backbeat.ann.errors import AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
 from backbeat.ann.layout import DOT_LAYOUTS, METRICS, Layout, layout_for
 from backbeat.ann.nodes import NodeViews, find_roots
@@ -76,6 +78,11 @@ class AnnIndex:
 
     # ------------------------------------------------------------------------------ vectors
     def _as_vector(self, vector: Any, what: str) -> np.ndarray:
+        if (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (self.f,)
+                and vector.flags.c_contiguous
+                and self.metric != "hamming"):  # the common case, checked cheaply (one call per query)
+            if math.isfinite(float(vector.sum(dtype=np.float64))):  # NaN and inf survive a sum
+                return vector
         try:
             v = np.asarray(vector, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -186,13 +193,15 @@ class AnnIndex:
         neighbour graph: ``graph=None`` builds it for indexes of at least ``graph.MIN_ITEMS`` items
         (angular, euclidean, manhattan, dot), ``True`` always (where the metric allows), ``False``
         never (a plain annoy forest)."""
-        from backbeat.ann import graph as G
         from backbeat.ann.build import build_forest, leaf_orders
 
         if self._views is not None:
             raise AnnStateError("build: the index is already built or loaded")
         if not isinstance(n_trees, int | np.integer) or (n_trees < 1 and n_trees != -1):
             raise AnnStateError(f"build: n_trees must be -1 or a positive integer, got {n_trees!r}")
+        if not isinstance(n_jobs, int | np.integer) or (n_jobs < 1 and n_jobs != -1):
+            raise AnnStateError(
+                f"build: n_jobs must be -1 (one thread per CPU) or a positive integer, got {n_jobs!r}")
         n = self._n_added_max
         dtype = np.uint64 if self.metric == "hamming" else np.float32
         x = self._x[:n] if self._x is not None else np.zeros((0, self._layout.words), dtype)
@@ -391,11 +400,11 @@ class AnnIndex:
         n, search_k = int(n), int(search_k)
         gst = self._graph_state() if n > 0 else None
         if gst is not None:
-            ids_m, dist_m = self._run_graph(gst, q[None, :], n, search_k)
-            keep = ids_m[0] >= 0
-            ids = ids_m[0][keep].tolist()
-            dist = [float(d) for d in dist_m[0][keep]]
-            return (ids, dist) if include_distances else ids
+            ids_m, dist_m = self._run_graph(gst, q[None, :], n, search_k, single=True)
+            ids = ids_m[0].tolist()
+            got = len(ids) if ids[-1] >= 0 else ids.index(-1)
+            del ids[got:]
+            return (ids, dist_m[0, :got].tolist()) if include_distances else ids
         compiled = self._compiled() if n > 0 else None
         if compiled is not None:
             budget = n * len(self._roots) if search_k == -1 else search_k
@@ -461,8 +470,6 @@ class AnnIndex:
         if self._graph is None or not self._use_graph or self._views is None:
             return None
         if self._gstate is None:
-            from backbeat.ann import graph as G
-
             try:
                 from backbeat.ann import _graph_kernels
             except ImportError:  # numba missing: annoy's search on the trees
@@ -481,25 +488,30 @@ class AnnIndex:
         return self._gstate if self._gstate["kernel"] is not None else None
 
     def _run_graph(
-        self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int
+        self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int, single: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Graph search for every row of ``qs``; ``search_k`` sets the beam (see ``graph.ef_for``).
-        Each thread keeps its own one-byte "visited" stamp per item (cleared every 255 queries)."""
-        from backbeat.ann import graph as G
-
+        Each thread keeps its own one-byte "visited" stamp per item (cleared every 255 queries), and
+        its own output rows for single queries (the caller turns those into lists at once)."""
         local = st["local"]
         if getattr(local, "visited", None) is None:
             local.visited = np.zeros(max(self._n_items, 1), np.uint8)
             local.stamp = 0
             local.params = st["params"].copy()
+            local.one = (np.empty((1, 0), np.int64), np.empty((1, 0), np.float32))
         p = local.params
         ef = G.ef_for(search_k, k, len(self._roots))
         p[9], p[10], p[11], p[12] = k, ef, G.seeds_for(ef, self._layout.K), local.stamp
-        ids = np.empty((qs.shape[0], k), np.int64)
-        keys = np.empty((qs.shape[0], k), np.float32)
+        if single:
+            if local.one[0].shape[1] != k:
+                local.one = (np.empty((1, k), np.int64), np.empty((1, k), np.float32))
+            ids, dist = local.one
+        else:
+            ids = np.empty((qs.shape[0], k), np.int64)
+            dist = np.empty((qs.shape[0], k), np.float32)
         i32, f32, adj, roots = st["arrays"]
-        local.stamp = st["kernel"](i32, f32, adj, roots, p, qs, local.visited, ids, keys)
-        return ids, G.finish_distances(self.metric, keys, qs)
+        local.stamp = st["kernel"](i32, f32, adj, roots, p, qs, local.visited, ids, dist)
+        return ids, dist
 
     def _run_kernel(self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int,
                     votes: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -111,7 +111,10 @@ def test_cli_build_info_query(tmp_path):
     runner = CliRunner()
     out = tmp_path / "x.ann"
     res = runner.invoke(app, ["ann", "build", str(tmp_path / "x.npy"), str(out), "--metric", "euclidean",
-                              "--trees", "4", "--seed", "1"])
+                              "--trees", "4", "--seed", "1", "--jobs", "0"])
+    assert res.exit_code != 0 and "n_jobs must be -1" in str(res.exception or res.output)
+    res = runner.invoke(app, ["ann", "build", str(tmp_path / "x.npy"), str(out), "--metric", "euclidean",
+                              "--trees", "4", "--seed", "1", "--jobs", "2"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["ann", "info", str(out), "--f", "16", "--metric", "euclidean"])
     assert res.exit_code == 0, res.output
