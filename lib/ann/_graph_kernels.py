@@ -95,23 +95,33 @@ def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover -
     L = ids.shape[1]
     big = np.iinfo(np.int32).max
     keys = np.empty(m, np.int64)
-    nb = np.empty(m, np.int32)
+    nb = np.empty(m, np.float32)  # float32 holds these integers exactly (codes are small)
     for r in range(m):
         nb[r] = sq[mem[r]]
+    dr = np.empty(m, np.float32)
     nd = np.empty(L, np.int32)
     ni = np.empty(L, np.int32)
     nf = np.empty(L, np.uint8)
     for p in range(m):
         u = mem[p]
-        w = worst[u]
+        if l1:
+            for r in range(m):
+                dr[r] = _dist(xq, u, mem[r], True)
+        else:  # branch-free, so it vectorises; then count before collecting anything
+            gp = g[p]
+            for r in range(m):
+                dr[r] = nb[p] + nb[r] - np.float32(2.0) * gp[r]
+        dr[p] = np.inf
+        w = np.float32(worst[u])
         c = 0
         for r in range(m):
-            if l1:
-                d = _dist(xq, u, mem[r], True)
-            else:
-                d = nb[p] + nb[r] - 2 * np.int32(g[p, r])
-            if d < w and r != p:
-                keys[c] = (np.int64(d) << 32) | mem[r]
+            c += dr[r] < w
+        if c == 0:
+            continue
+        c = 0
+        for r in range(m):
+            if dr[r] < w:
+                keys[c] = (np.int64(dr[r]) << 32) | mem[r]
                 c += 1
         if c == 0:
             continue

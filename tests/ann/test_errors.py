@@ -59,6 +59,10 @@ def test_nan_and_inf_vectors_are_refused(bad):
     idx.build(2)
     with pytest.raises(AnnVectorError):
         idx.get_nns_by_vector([bad, 0, 0, 0], 1)
+    with pytest.raises(AnnVectorError, match="component 2"):  # float32 arrays take a quicker check
+        idx.get_nns_by_vector(np.array([0, 1, bad, 0], np.float32), 1)
+    with pytest.raises(AnnVectorError, match="component 0"):  # a strided view: the full check
+        idx.get_nns_by_vector(np.array([bad, 9, 0, 9, 0, 9, 0, 9], np.float32)[::2], 1)
     with pytest.raises(AnnVectorError):
         idx.query(np.array([[bad, 0, 0, 0]]), 1)
     # annoy takes the same vector without a word
