@@ -273,8 +273,8 @@ def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str
     index = AnnIndex(base.shape[1], metric)
     index.load(path)
 
-    def one(row: np.ndarray, sk: int) -> np.ndarray:
-        return index.query(row, K, sk)[0][0]
+    def one(row: np.ndarray, sk: int) -> list[int]:  # the call annoy's users make, as for annoy
+        return index.get_nns_by_vector(row, K, search_k=sk)
 
     def batch(m: np.ndarray, sk: int) -> np.ndarray:
         return index.query(m, K, sk)[0]

@@ -81,7 +81,7 @@ class AnnIndex:
         if (type(vector) is np.ndarray and vector.dtype == np.float32 and vector.shape == (self.f,)
                 and vector.flags.c_contiguous
                 and self.metric != "hamming"):  # the common case, checked cheaply (one call per query)
-            if math.isfinite(float(vector.sum(dtype=np.float64))):  # NaN and inf survive a sum
+            if math.isfinite(vector.dot(vector)):  # NaN and inf survive it (an overflow: full check)
                 return vector
         try:
             v = np.asarray(vector, dtype=np.float64)
@@ -395,8 +395,6 @@ class AnnIndex:
 
     def _exact(self, views: NodeViews, q: np.ndarray, n: int, search_k: int, include_distances: bool) -> Any:
         """Annoy's search: compiled when numba is there, else the reference Python replay."""
-        from backbeat.ann.search import exact_nns
-
         n, search_k = int(n), int(search_k)
         gst = self._graph_state() if n > 0 else None
         if gst is not None:
@@ -408,11 +406,14 @@ class AnnIndex:
         compiled = self._compiled() if n > 0 else None
         if compiled is not None:
             budget = n * len(self._roots) if search_k == -1 else search_k
-            ids_m, dist_m = self._run_kernel(compiled, q[None, :], n, budget)
-            keep = ids_m[0] >= 0
-            ids = ids_m[0][keep].tolist()
-            dist = [float(d) for d in dist_m[0][keep]]
+            ids_m, dist_m = self._run_kernel(compiled, q[None, :], n, budget, single=True)
+            ids = ids_m[0].tolist()
+            got = len(ids) if ids[-1] >= 0 else ids.index(-1)
+            del ids[got:]
+            dist = dist_m[0, :got].tolist()
         else:
+            from backbeat.ann.search import exact_nns
+
             ids, dist = exact_nns(views, self._roots, self._n_items, q, n, search_k)
         return (ids, dist) if include_distances else ids
 
@@ -514,18 +515,31 @@ class AnnIndex:
         return ids, dist
 
     def _run_kernel(self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int,
-                    votes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                    votes: int = 1, single: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Run the compiled search. Its per-thread "seen" array holds 2 bytes per item: a 14-bit
         query stamp and a 2-bit vote count, cleared every 16,383 queries (cheap, and it keeps each
-        serving process's private memory small next to the shared file)."""
+        serving process's private memory small next to the shared file). ``single``: one query,
+        answered into per-thread output rows the caller copies out at once."""
         local = st["seen"]
         if getattr(local, "array", None) is None:
             local.array = np.zeros(max(self._n_items, 1), np.uint16)
             local.epoch = 1
             local.params = st["params"].copy()
+            local.one = (np.empty((1, 0), np.int64), np.empty((1, 0), np.float32))
+        i32, f32, roots = st["arrays"]
+        p = local.params
+        if single:
+            if local.one[0].shape[1] != k:
+                local.one = (np.empty((1, k), np.int64), np.empty((1, k), np.float32))
+            if local.epoch + 1 >= 1 << 14:
+                local.array.fill(0)
+                local.epoch = 1
+            p[10], p[11], p[12], p[13], p[14] = k, search_k, st["holes"], local.epoch, votes
+            st["kernel"](i32, f32, roots, p, qs, local.array, *local.one)
+            local.epoch += 1
+            return local.one
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)
-        i32, f32, roots = st["arrays"]
         for c in range(0, qs.shape[0], 8192):
             part = qs[c:c + 8192]
             if local.epoch + part.shape[0] >= 1 << 14:
