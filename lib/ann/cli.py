@@ -110,3 +110,24 @@ def info(
 ) -> None:
     """Print the index's layout and counts as JSON (refuses files that do not fit f/metric)."""
     typer.echo(json.dumps(_open(index, f, metric).info(), indent=2))
+
+
+@app.command("graph")
+def graph(
+    index: Path = typer.Argument(..., help="An .ann file annoy (or Backbeat without a graph) wrote."),
+    out: Path = typer.Argument(..., help="The new .ann file: the same trees plus a neighbour graph."),
+    f: int = typer.Option(..., "--f", help="Vector dimension the index was built with."),
+    metric: str = typer.Option("angular", help=METRIC_HELP),
+    jobs: int = typer.Option(-1, "--jobs", "-j", help="Threads for the graph build (-1: one per CPU)."),
+    seed: int = typer.Option(1, help="Random seed of the graph build."),
+) -> None:
+    """Add a neighbour graph to an existing index (annoy still reads the new file as before)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from backbeat.ann.upgrade import add_graph
+
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn()) as progress:
+        step = progress.add_task("reading the index", total=None)
+        result = add_graph(index, out, f, metric, n_jobs=jobs, seed=seed,
+                           progress=lambda msg: progress.update(step, description=msg))
+    typer.echo(json.dumps(result))

@@ -1,0 +1,78 @@
+"""Add a neighbour graph to an ``.ann`` file annoy (or Backbeat without a graph) wrote.
+
+Why: teams switching from annoy have files built by pipelines they do not want to rerun; the item
+vectors are all in the file, so the graph can be built from them and spliced in where annoy never
+looks (see ``backbeat.ann.graph``). The items and trees stay byte for byte what they were: annoy
+keeps answering from the new file exactly as from the old one, and Backbeat walks the graph.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backbeat.ann import graph as G
+from backbeat.ann.errors import AnnStateError
+
+
+def add_graph(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    f: int,
+    metric: str,
+    *,
+    n_jobs: int = -1,
+    seed: int = 1,
+    dot_layout: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Write ``dst``: the index file ``src`` (dimension ``f``, ``metric``) with a neighbour graph
+    added, then check that it loads with the graph. Returns ``AnnIndex.info()`` of the new file.
+
+    Refused with ``AnnStateError``: a file that already has a graph, hamming (no graph), an index
+    of fewer than two items, and ``dst`` naming ``src`` (the old file stays as it was until the
+    new one is complete; write elsewhere and rename)."""
+    from backbeat.ann.build import leaf_orders
+    from backbeat.ann.index import AnnIndex, _write_atomic
+
+    src_p, dst_p = Path(src), Path(dst)
+    if dst_p.exists() and src_p.exists() and dst_p.resolve() == src_p.resolve():
+        raise AnnStateError(f"ann graph: the output {dst_p} is the input; write a new file")
+    index = AnnIndex(f, metric)
+    index.load(src_p, dot_layout=dot_layout, graph=False)
+    try:
+        layout = index.layout
+        if index._graph is not None:
+            raise AnnStateError(f"ann graph: {src_p} already has a neighbour graph")
+        if not G.supported(layout):
+            raise AnnStateError(f"ann graph: no neighbour graph for metric {metric!r} with f={f}")
+        views = index._views
+        assert views is not None
+        n_items = index.get_n_items()
+        present = np.asarray(views.ndesc[:n_items]) == 1  # holes (ids never added) have 0
+        if int(present.sum()) < 2:
+            raise AnnStateError(f"ann graph: {src_p} holds fewer than two items")
+        x = np.zeros((n_items, f), np.float32)
+        x[present] = np.asarray(views.v[:n_items])[present]
+        n_roots = index.get_n_trees()
+        raw = np.fromfile(src_p, np.uint8)
+    finally:
+        index.unload()
+    if progress:
+        progress("graph: leaf orders")
+    params = G.GraphParams()
+    orders = leaf_orders(x, present, layout, params.init_trees, seed)
+    adj = G.build_graph(x, present, orders, layout, params, seed=seed, progress=progress, n_jobs=n_jobs)
+    _write_atomic(dst_p, G.splice(raw, n_roots, layout, G.region(adj, layout)))
+    check = AnnIndex(f, metric)
+    check.load(dst_p, dot_layout=dot_layout)
+    try:
+        if not check.has_graph or check.get_n_items() != n_items or check.get_n_trees() != n_roots:
+            raise AnnStateError(f"ann graph: {dst_p} did not load back with its graph")  # pragma: no cover
+        return check.info()
+    finally:
+        check.unload()
