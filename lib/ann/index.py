@@ -398,19 +398,12 @@ class AnnIndex:
         n, search_k = int(n), int(search_k)
         gst = self._graph_state() if n > 0 else None
         if gst is not None:
-            ids_m, dist_m = self._run_graph(gst, q[None, :], n, search_k, single=True)
-            ids = ids_m[0].tolist()
-            got = len(ids) if ids[-1] >= 0 else ids.index(-1)
-            del ids[got:]
-            return (ids, dist_m[0, :got].tolist()) if include_distances else ids
+            ids, dist = _row_lists(*self._run_graph(gst, q[None, :], n, search_k, single=True))
+            return (ids, dist) if include_distances else ids
         compiled = self._compiled() if n > 0 else None
         if compiled is not None:
             budget = n * len(self._roots) if search_k == -1 else search_k
-            ids_m, dist_m = self._run_kernel(compiled, q[None, :], n, budget, single=True)
-            ids = ids_m[0].tolist()
-            got = len(ids) if ids[-1] >= 0 else ids.index(-1)
-            del ids[got:]
-            dist = dist_m[0, :got].tolist()
+            ids, dist = _row_lists(*self._run_kernel(compiled, q[None, :], n, budget, single=True))
         else:
             from backbeat.ann.search import exact_nns
 
@@ -499,14 +492,11 @@ class AnnIndex:
             local.visited = np.zeros(max(self._n_items, 1), np.uint8)
             local.stamp = 0
             local.params = st["params"].copy()
-            local.one = (np.empty((1, 0), np.int64), np.empty((1, 0), np.float32))
         p = local.params
         ef = G.ef_for(search_k, k, len(self._roots))
         p[9], p[10], p[11], p[12] = k, ef, G.seeds_for(ef, self._layout.K), local.stamp
         if single:
-            if local.one[0].shape[1] != k:
-                local.one = (np.empty((1, k), np.int64), np.empty((1, k), np.float32))
-            ids, dist = local.one
+            ids, dist = _single_rows(local, k)
         else:
             ids = np.empty((qs.shape[0], k), np.int64)
             dist = np.empty((qs.shape[0], k), np.float32)
@@ -525,19 +515,17 @@ class AnnIndex:
             local.array = np.zeros(max(self._n_items, 1), np.uint16)
             local.epoch = 1
             local.params = st["params"].copy()
-            local.one = (np.empty((1, 0), np.int64), np.empty((1, 0), np.float32))
         i32, f32, roots = st["arrays"]
         p = local.params
         if single:
-            if local.one[0].shape[1] != k:
-                local.one = (np.empty((1, k), np.int64), np.empty((1, k), np.float32))
+            rows = _single_rows(local, k)
             if local.epoch + 1 >= 1 << 14:
                 local.array.fill(0)
                 local.epoch = 1
             p[10], p[11], p[12], p[13], p[14] = k, search_k, st["holes"], local.epoch, votes
-            st["kernel"](i32, f32, roots, p, qs, local.array, *local.one)
+            st["kernel"](i32, f32, roots, p, qs, local.array, *rows)
             local.epoch += 1
-            return local.one
+            return rows
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)
         for c in range(0, qs.shape[0], 8192):
@@ -670,6 +658,22 @@ def _check_v2_items(fd: int, layout: Layout, size: int) -> None:
     pad = items[:, layout.off_built + 1:layout.off_built + 4]
     if not items.size or (flags != 1).any() or (pad != 0).any() or len(set(norms.tolist())) != 1:
         raise AnnFormatError("not dot layout v2 (items lack the built flag and shared norm)")
+
+
+def _single_rows(local: threading.local, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The thread's reusable (1, k) output rows of single queries (ids, distances)."""
+    rows = getattr(local, "one", None)
+    if rows is None or rows[0].shape[1] != k:
+        rows = local.one = (np.empty((1, k), np.int64), np.empty((1, k), np.float32))
+    return rows
+
+
+def _row_lists(ids_m: np.ndarray, dist_m: np.ndarray) -> tuple[list[int], list[float]]:
+    """The first row of a search's output as annoy's lists, without the -1 padding."""
+    ids = ids_m[0].tolist()
+    got = len(ids) if ids[-1] >= 0 else ids.index(-1)
+    del ids[got:]
+    return ids, dist_m[0, :got].tolist()
 
 
 def _write_atomic(path: Path, data: np.ndarray) -> None:
