@@ -123,8 +123,6 @@ def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover -
             if dr[r] < w:
                 keys[c] = (np.int64(dr[r]) << 32) | mem[r]
                 c += 1
-        if c == 0:
-            continue
         ks = np.sort(np.partition(keys[:c], L - 1)[:L]) if c > L else np.sort(keys[:c])
         a = 0
         b = 0

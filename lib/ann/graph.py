@@ -23,9 +23,9 @@ rows), coded as int8. Each of several trees' leaf orders is cut into blocks of a
 items (a subtree's items are contiguous in it, so a block is a small region of space) and all
 pairs inside a block are compared at once through one BLAS Gram matrix of the codes; every item
 keeps its nearest candidates over all trees (the cut points move from tree to tree, so no item is
-always at a block edge). That gives better lists than NN-descent rounds at a third of the time
-(measured on GloVe-50, docs/ann.md); rounds remain available as a knob. Lists are then pruned by
-the relative-neighbourhood rule and completed with reverse edges.
+always at a block edge). That gives better lists than NN-descent rounds in a third of their time
+(the whole graph in about half; measured on GloVe-50, docs/ann.md); rounds remain a knob. Lists
+are then pruned by the relative-neighbourhood rule and completed with reverse edges.
 """
 
 from __future__ import annotations
