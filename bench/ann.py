@@ -3,6 +3,7 @@
     python -m bench.ann            # GloVe-50 (400,000 x 50, angular, 1,000 held-out queries)
                                    # + sklearn digits (1,797 x 64, euclidean); writes the plot
     python -m bench.ann --quick    # 50,000 GloVe items, 200 queries, fewer sweep points
+    python -m bench.ann --duel 9   # batched Backbeat vs hnswlib at recall 0.90, 9 alternated rounds
 
 Everything runs single-threaded in one process, side by side, on the same queries; recall@10 is
 measured against exact brute force. For every method a sweep of its speed knob (annoy/Backbeat
@@ -93,23 +94,39 @@ def rss_mb() -> float:
 
 
 # --------------------------------------------------------------------------------------- timing
+PASSES = 3  # best of this many passes per point, as ann-benchmarks keeps the best of its runs
+
+
 def timed_single(fn: Any, q: np.ndarray, truth: np.ndarray, budget_s: float) -> tuple[float, float]:
-    """QPS and recall answering one query at a time (at least 100 queries, else until budget)."""
-    found = []
-    start = time.perf_counter()
-    for i, row in enumerate(q):
-        found.append(fn(row))
-        if i >= 99 and time.perf_counter() - start > budget_s:
-            break
-    dt = time.perf_counter() - start
-    return len(found) / dt, recall(found, truth[: len(found)])
+    """QPS and recall answering one query at a time: the best of ``PASSES`` passes over the
+    queries (each at least 100 queries, else until its share of the budget). This VM's speed
+    drifts by up to 30 % within seconds; the best pass is the least disturbed one, for every
+    method alike."""
+    best_qps, rec = 0.0, 0.0
+    for p in range(PASSES):
+        found = []
+        start = time.perf_counter()
+        for i, row in enumerate(q):
+            found.append(fn(row))
+            if i >= 99 and time.perf_counter() - start > budget_s / PASSES:
+                break
+        dt = time.perf_counter() - start
+        best_qps = max(best_qps, len(found) / dt)
+        if p == 0:
+            rec = recall(found, truth[: len(found)])
+    return best_qps, rec
 
 
 def timed_batch(fn: Any, q: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    start = time.perf_counter()
-    ids = fn(q)
-    dt = time.perf_counter() - start
-    return len(q) / dt, recall(ids, truth)
+    """QPS and recall of one call over all queries, best of ``PASSES`` calls."""
+    best_dt, rec = np.inf, 0.0
+    for p in range(PASSES):
+        start = time.perf_counter()
+        ids = fn(q)
+        best_dt = min(best_dt, time.perf_counter() - start)
+        if p == 0:
+            rec = recall(ids, truth)
+    return len(q) / best_dt, rec
 
 
 def sweep(name: str, knobs: list[int], single: Any, q: np.ndarray, truth: np.ndarray, budget_s: float,
@@ -205,7 +222,8 @@ def run_hnswlib(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str,
 
 
 def knobs_for(trees: int, n: int) -> list[int]:
-    base = [100, 300, 1000, 3000, 6000, 10000, 20000, 40000, 80000, 160000, 320000]
+    base = [100, 300, 1000, 3000, 6000, 10000, 12000, 15000, 20000, 30000, 40000, 50000, 60000, 80000,
+            160000, 320000]
     return [k for k in base if k >= trees * K and k <= max(4 * n, 1000)]
 
 
@@ -238,7 +256,8 @@ def run_annoy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, t
     return {"build_s": build, "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
-GRAPH_KNOBS = [200, 300, 450, 600, 800, 900, 1000, 1200, 1400, 2000, 3000, 4500, 6000, 7500, 9000]
+GRAPH_KNOBS = [200, 300, 450, 550, 600, 650, 700, 800, 900, 1000, 1200, 1400, 2000, 3000, 3500, 4000,
+               4500, 6000, 7500, 9000]
 
 
 def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,
@@ -458,6 +477,57 @@ def plot(all_results: list[dict], out: Path) -> None:
     print(f"plot: {out}")
 
 
+def duel(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, rounds: int) -> dict:
+    """The contested target measured robustly: hnswlib one query at a time against Backbeat's
+    batched ``query``, each at the smallest knob reaching recall@10 >= 0.90, timed in alternation
+    ``rounds`` times. The sweep's ratio compares two points taken minutes apart on a VM whose
+    speed drifts; here both sides see the same drift, and the median of the per-round ratios
+    is reported."""
+    import hnswlib
+
+    from backbeat.ann import AnnIndex
+
+    h = hnswlib.Index(space="cosine" if metric == "angular" else "l2", dim=base.shape[1])
+    h.set_num_threads(1)
+    h.init_index(max_elements=base.shape[0], M=16, ef_construction=200, random_seed=1)
+    print(f"  building hnswlib (M=16, ef_construction=200) and Backbeat ({trees} trees)...", flush=True)
+    h.add_items(base, np.arange(base.shape[0]), num_threads=1)
+    b = AnnIndex(base.shape[1], metric)
+    b.set_seed(1)
+    b.add_items(base)
+    b.build(trees, n_jobs=1)
+
+    def h_pass(ef: int) -> tuple[float, np.ndarray]:
+        h.set_ef(max(ef, K))
+        start = time.perf_counter()
+        found = [h.knn_query(row[None, :], k=K, num_threads=1)[0][0] for row in q]
+        return len(q) / (time.perf_counter() - start), np.asarray(found)
+
+    def b_pass(sk: int) -> tuple[float, np.ndarray]:
+        start = time.perf_counter()
+        ids = b.query(q, K, sk)[0]
+        return len(q) / (time.perf_counter() - start), ids
+
+    ef = next(e for e in range(10, 1000, 5) if recall(h_pass(e)[1], truth) >= 0.90)
+    sk = next(k for k in range(100, 10000, 25) if recall(b_pass(k)[1], truth) >= 0.90)
+    h_rec, b_rec = recall(h_pass(ef)[1], truth), recall(b_pass(sk)[1], truth)
+    hq, bq = [], []
+    for _ in range(rounds):
+        hq.append(h_pass(ef)[0])
+        bq.append(b_pass(sk)[0])
+    ratios = sorted(bb / hh for bb, hh in zip(bq, hq, strict=True))
+    out = {"hnswlib_ef": ef, "hnswlib_recall": h_rec, "hnswlib_qps": sorted(hq),
+           "backbeat_search_k": sk, "backbeat_recall": b_rec, "backbeat_batched_qps": sorted(bq),
+           "median_ratio": float(np.median(ratios)), "ratios": ratios}
+    print(f"  hnswlib ef={ef} recall={h_rec:.3f}: median {np.median(hq):.0f} QPS "
+          f"(range {min(hq):.0f}-{max(hq):.0f})")
+    print(f"  Backbeat batched search_k={sk} recall={b_rec:.3f}: median {np.median(bq):.0f} QPS "
+          f"(range {min(bq):.0f}-{max(bq):.0f})")
+    print(f"  batched_vs_hnswlib@0.9 per round: {' '.join(f'{r:.2f}' for r in ratios)}; "
+          f"median {np.median(ratios):.2f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="50,000 GloVe items, 200 queries")
@@ -466,7 +536,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", default="", help="comma list of: faiss, faiss-hnsw, hnswlib, pss")
     ap.add_argument("--plot", default=None, help="plot file (default docs/ann_recall_qps.png on full runs)")
     ap.add_argument("--budget", type=float, default=None, help="seconds per sweep point (min 100 queries)")
+    ap.add_argument("--duel", type=int, default=0, metavar="ROUNDS",
+                    help="only batched Backbeat vs hnswlib at recall >= 0.90 on GloVe, ROUNDS alternations")
     args = ap.parse_args(argv)
+    if args.duel:
+        base, q = split(load_glove(), 50_000 if args.quick else None, 200 if args.quick else 1000)
+        print(f"== duel on GloVe-50: {base.shape[0]} x {base.shape[1]}, {q.shape[0]} queries", flush=True)
+        truth = ground_truth(base, q, "angular")
+        res = duel(base, q, truth, "angular", int(args.trees.split(",")[0]), args.duel)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        (CACHE / f"ann-duel{'-quick' if args.quick else ''}.json").write_text(json.dumps(res, indent=1))
+        return
     trees = [int(t) for t in args.trees.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     budget = args.budget or (4.0 if args.quick else 15.0)

@@ -223,21 +223,29 @@ def test_threads_build_the_same_graph(metric):
     assert (one >= 0).sum(axis=1).min() >= 1
 
 
-def test_leaf_blocks_find_the_near_neighbours(tmp_path):
-    """Before pruning, the lists from the leaf blocks hold most of every item's true 10 nearest;
-    the optional NN-descent rounds run on top of them."""
+def test_leaf_blocks_and_the_refining_walk_find_the_near_neighbours(tmp_path):
+    """Before pruning, the lists hold most of every item's true 10 nearest: from the leaf blocks of
+    10 trees alone (with or without NN-descent rounds on top), and from the blocks of only 2 trees
+    once the refining walk over the first graph has improved them."""
     x = vectors("euclidean", 3000)
     present = np.ones(len(x), bool)
     layout = AnnIndex(x.shape[1], "euclidean").layout
     orders = leaf_orders(x, present, layout, 10, 5)
-    no_prune = G.GraphParams(degree=48, candidates=48, alpha=1e9, block=256)  # keeps the 48 nearest
-    for params in (no_prune, G.GraphParams(degree=48, candidates=48, alpha=1e9, block=256, rounds=1)):
-        adj = G.build_graph(x, present, orders, layout, params)
+
+    def share_found(**knobs: int) -> float:
+        keep_all = G.GraphParams(degree=48, forward=48, candidates=48, block=256, alpha=1e9,
+                                 forward_alpha=1e9, **knobs)  # no pruning: the 48 nearest listed
+        adj = G.build_graph(x, present, orders, layout, keep_all)
         hits = 0
         for i in range(0, 3000, 30):
             truth = set(brute("euclidean", x, present, x[i], 11).tolist()) - {i}
             hits += len(truth & set(adj[i].tolist()))
-        assert hits / (10 * 100) >= 0.9, params
+        return hits / (10 * 100)
+
+    assert share_found(init_trees=10, refine=0) >= 0.9
+    assert share_found(init_trees=10, refine=0, rounds=1) >= 0.9
+    blocks, walked = share_found(init_trees=2, refine=0), share_found(init_trees=2, refine=1)
+    assert walked >= 0.9 and walked >= blocks + 0.05, (blocks, walked)
 
 
 def test_a_small_forest_borrows_leaf_orders_for_its_graph(tmp_path):
