@@ -263,3 +263,22 @@ def test_a_small_forest_borrows_leaf_orders_for_its_graph(tmp_path):
         truth = set(brute("euclidean", x, present, v, 10).tolist())
         hits += len(set(index.get_nns_by_vector(v, 10, search_k=500)) & truth)
     assert hits / (10 * len(x[::60])) >= 0.95
+
+
+def test_code_distances_are_exact_at_the_extremes():
+    """The build's int8 distances are kept in int32 lanes (for speed): they must still be exact
+    for rows of opposite extreme codes, the largest sums a row can give."""
+    from numba import njit
+
+    from backbeat.ann import _graph_kernels as gk
+
+    @njit
+    def both(xq, a, b):
+        return gk._dist(xq, a, b, False), gk._dist(xq, a, b, True)
+
+    xq = np.random.default_rng(0).integers(-127, 128, (20, 64)).astype(np.int8)
+    xq[0], xq[1] = 127, -127
+    for a in range(20):
+        for b in range(20):
+            diff = xq[a].astype(np.int64) - xq[b].astype(np.int64)
+            assert both(xq, a, b) == ((diff * diff).sum(), np.abs(diff).sum())
