@@ -280,6 +280,27 @@ def _select(xq, cand, cd, m, R, alpha, l1, out):  # pragma: no cover - compiled
     return c
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _write_choice(xq, cand, cd, m, R, alpha, l1, fits, sc, sd, out, adj, i):  # pragma: no cover - compiled
+    """Row ``i`` of ``adj`` from ``m`` candidates: sorted nearest first, all of them when ``fits``
+    and they fit in ``R``, else those the relative-neighbourhood rule keeps; -1 after them.
+    ``sc``/``sd``/``out`` are scratch."""
+    order = np.argsort(cd[:m], kind="mergesort")
+    for t in range(m):
+        sc[t] = cand[order[t]]
+        sd[t] = cd[order[t]]
+    if fits and m <= R:
+        c = m
+        for t in range(m):
+            out[t] = sc[t]
+    else:
+        c = _select(xq, sc, sd, m, R, alpha, l1, out)
+    for t in range(c):
+        adj[i, t] = out[t]
+    for t in range(c, adj.shape[1]):
+        adj[i, t] = -1
+
+
 @njit(cache=True, nogil=True)
 def prune(xq, ids, ds, R, alpha, l1, hops, adj, lo, hi):  # pragma: no cover - compiled
     """Each item's own edges: the relative-neighbourhood rule over its candidate list, so the
@@ -324,15 +345,7 @@ def prune(xq, ids, ds, R, alpha, l1, hops, adj, lo, hi):  # pragma: no cover - c
                     cand[m] = u
                     cd[m] = _dist(xq, i, u, l1)
                     m += 1
-        order = np.argsort(cd[:m], kind="mergesort")
-        for t in range(m):
-            sc[t] = cand[order[t]]
-            sd[t] = cd[order[t]]
-        c = _select(xq, sc, sd, m, R, alpha, l1, out)
-        for t in range(c):
-            adj[i, t] = out[t]
-        for t in range(c, adj.shape[1]):
-            adj[i, t] = -1
+        _write_choice(xq, cand, cd, m, R, alpha, l1, False, sc, sd, out, adj, i)
 
 
 @njit(cache=True, nogil=True)
@@ -397,20 +410,7 @@ def merge_reverse(xq, fwd, start, sources, alpha, l1, adj, lo, hi):  # pragma: n
                 m += 1
         for t in range(m):
             cd[t] = _dist(xq, i, cand[t], l1)
-        order = np.argsort(cd[:m], kind="mergesort")
-        for t in range(m):
-            sc[t] = cand[order[t]]
-            sd[t] = cd[order[t]]
-        if m <= R:
-            c = m
-            for t in range(m):
-                out[t] = sc[t]
-        else:
-            c = _select(xq, sc, sd, m, R, alpha, l1, out)
-        for t in range(c):
-            adj[i, t] = out[t]
-        for t in range(c, R):
-            adj[i, t] = -1
+        _write_choice(xq, cand, cd, m, R, alpha, l1, True, sc, sd, out, adj, i)
 
 
 @njit(cache=True, nogil=True)
