@@ -281,6 +281,15 @@ def _select(xq, cand, cd, m, R, alpha, l1, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _listed(cand, k, u):  # pragma: no cover - compiled
+    """Whether ``u`` is among the first ``k`` candidates."""
+    for t in range(k):
+        if cand[t] == u:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _write_choice(xq, cand, cd, m, R, alpha, l1, fits, sc, sd, out, adj, i):  # pragma: no cover - compiled
     """Row ``i`` of ``adj`` from ``m`` candidates: sorted nearest first, all of them when ``fits``
     and they fit in ``R``, else those the relative-neighbourhood rule keeps; -1 after them.
@@ -334,14 +343,7 @@ def prune(xq, ids, ds, R, alpha, l1, hops, adj, lo, hi):  # pragma: no cover - c
         for h in range(H):
             for sgn in (-1, 1):
                 u = i + sgn * hops[h]
-                if u < 0 or u >= n:
-                    continue
-                dup = False
-                for t in range(near):
-                    if cand[t] == u:
-                        dup = True
-                        break
-                if not dup:
+                if 0 <= u < n and not _listed(cand, near, u):
                     cand[m] = u
                     cd[m] = _dist(xq, i, u, l1)
                     m += 1
@@ -400,12 +402,7 @@ def merge_reverse(xq, fwd, start, sources, alpha, l1, adj, lo, hi):  # pragma: n
         own = m
         for p in range(start[i], start[i + 1]):
             u = sources[p]
-            dup = False
-            for t in range(own):
-                if cand[t] == u:
-                    dup = True
-                    break
-            if not dup:
+            if not _listed(cand, own, u):
                 cand[m] = u
                 m += 1
         for t in range(m):
