@@ -56,7 +56,7 @@ GRAPH_METRICS = ("angular", "euclidean", "manhattan", "dot")
 class GraphParams:
     """Build knobs (defaults measured on GloVe-50, see docs/ann.md)."""
 
-    degree: int = 32  # R: edges per item once the reverse edges joined (~19 used on GloVe-50)
+    degree: int = 32  # R: edges per item once the reverse edges joined (~18 used on GloVe-50)
     forward: int = 24  # edges an item picks for itself before the reverse edges join
     candidates: int = 40  # L: candidate list length (the refining walk's beam)
     block: int = 256  # items compared all-pairs per leaf block (one BLAS Gram matrix each)
