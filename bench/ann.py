@@ -431,7 +431,11 @@ def summarize(results: dict, trees: list[int]) -> None:
     if "hnswlib" in m:
         h, b = best_qps(m["hnswlib"]["points"]["single"], 0.90), best_qps(bb_batch, 0.90)
         ratios["batched_vs_hnswlib@0.9"] = (b / h) if h and b else None
-    for t in trees:
+    for t in trees:  # the same tree budget on both sides (below graph.MIN_TREES: Backbeat's trees alone)
+        for floor in (0.90, 0.99):
+            a = best_qps(m[f"annoy {t} trees"]["points"]["single"], floor)
+            b = best_qps(m[f"backbeat {t} trees"]["points"]["single"], floor)
+            ratios[f"single_vs_annoy_{t}@{floor}"] = (b / a) if a and b else None
         ratios[f"build_vs_annoy_{t}"] = m[f"backbeat {t} trees"]["build_s"] / m[f"annoy {t} trees"]["build_s"]
         ratios[f"size_vs_annoy_{t}"] = m[f"backbeat {t} trees"]["bytes"] / m[f"annoy {t} trees"]["bytes"]
         ratios[f"trees_only_build_vs_annoy_{t}"] = (
@@ -532,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="50,000 GloVe items, 200 queries")
     ap.add_argument("--datasets", default="glove,digits")
-    ap.add_argument("--trees", default="10,50")
+    ap.add_argument("--trees", default="10,50,100")
     ap.add_argument("--skip", default="", help="comma list of: faiss, faiss-hnsw, hnswlib, pss")
     ap.add_argument("--plot", default=None, help="plot file (default docs/ann_recall_qps.png on full runs)")
     ap.add_argument("--budget", type=float, default=None, help="seconds per sweep point (min 100 queries)")
@@ -543,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         base, q = split(load_glove(), 50_000 if args.quick else None, 200 if args.quick else 1000)
         print(f"== duel on GloVe-50: {base.shape[0]} x {base.shape[1]}, {q.shape[0]} queries", flush=True)
         truth = ground_truth(base, q, "angular")
-        res = duel(base, q, truth, "angular", int(args.trees.split(",")[0]), args.duel)
+        res = duel(base, q, truth, "angular", max(int(t) for t in args.trees.split(",")), args.duel)
         CACHE.mkdir(parents=True, exist_ok=True)
         (CACHE / f"ann-duel{'-quick' if args.quick else ''}.json").write_text(json.dumps(res, indent=1))
         return

@@ -86,6 +86,38 @@ def _insert(ids, ds, flag, worst, i, j, d):  # pragma: no cover - compiled
     return 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _smallest_first(keys, c, k):  # pragma: no cover - compiled
+    """Reorder ``keys[:c]`` in place so that its ``k`` smallest come first (quickselect with a
+    median-of-three pivot; keys are distinct). No allocation, unlike ``np.partition``."""
+    lo = 0
+    hi = c - 1
+    while hi > lo:
+        a = keys[lo]
+        b = keys[(lo + hi) >> 1]
+        e = keys[hi]
+        pivot = max(min(a, b), min(max(a, b), e))
+        i = lo
+        j = hi
+        while i <= j:
+            while keys[i] < pivot:
+                i += 1
+            while keys[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = keys[i]
+                keys[i] = keys[j]
+                keys[j] = t
+                i += 1
+                j -= 1
+        if k - 1 <= j:
+            hi = j
+        elif k - 1 >= i:
+            lo = i
+        else:
+            break
+
+
 @njit(cache=True, nogil=True)
 def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover - compiled
     """Offer every item of one leaf block (``mem``: rows of the items, in one tree's leaf order)
@@ -127,13 +159,24 @@ def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover -
             if dr[r] < w:
                 keys[c] = (np.int64(dr[r]) << 32) | mem[r]
                 c += 1
-        ks = np.sort(np.partition(keys[:c], L - 1)[:L]) if c > L else np.sort(keys[:c])
+        if c > L:
+            _smallest_first(keys, c, L)
+            c = L
+        ks = keys[:c]
+        ks.sort()
+        if ds[u, 0] == big:  # the item's first block: its list is empty, nothing to merge
+            for t in range(c):
+                ds[u, t] = np.int32(ks[t] >> 32)
+                ids[u, t] = np.int32(ks[t] & 0xFFFFFFFF)
+                flag[u, t] = 1
+            worst[u] = ds[u, L - 1]
+            continue
         a = 0
         b = 0
         o = 0
         while o < L:
             da = ds[u, a] if a < L else big
-            db = np.int32(ks[b] >> 32) if b < ks.shape[0] else big
+            db = np.int32(ks[b] >> 32) if b < c else big
             if da == big and db == big:
                 break
             if da <= db:
@@ -294,10 +337,15 @@ def _write_choice(xq, cand, cd, m, R, alpha, l1, fits, sc, sd, out, adj, i):  # 
     """Row ``i`` of ``adj`` from ``m`` candidates: sorted nearest first, all of them when ``fits``
     and they fit in ``R``, else those the relative-neighbourhood rule keeps; -1 after them.
     ``sc``/``sd``/``out`` are scratch."""
-    order = np.argsort(cd[:m], kind="mergesort")
-    for t in range(m):
-        sc[t] = cand[order[t]]
-        sd[t] = cd[order[t]]
+    for t in range(m):  # stable insertion sort: the lists come nearly sorted, and no allocation
+        d = cd[t]
+        p = t
+        while p > 0 and sd[p - 1] > d:
+            sd[p] = sd[p - 1]
+            sc[p] = sc[p - 1]
+            p -= 1
+        sd[p] = d
+        sc[p] = cand[t]
     if fits and m <= R:
         c = m
         for t in range(m):
