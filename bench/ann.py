@@ -431,7 +431,7 @@ def summarize(results: dict, trees: list[int]) -> None:
     if "hnswlib" in m:
         h, b = best_qps(m["hnswlib"]["points"]["single"], 0.90), best_qps(bb_batch, 0.90)
         ratios["batched_vs_hnswlib@0.9"] = (b / h) if h and b else None
-    for t in trees:  # the same tree budget on both sides (below graph.MIN_TREES: Backbeat's trees alone)
+    for t in trees:  # the same tree budget on both sides
         for floor in (0.90, 0.99):
             a = best_qps(m[f"annoy {t} trees"]["points"]["single"], floor)
             b = best_qps(m[f"backbeat {t} trees"]["points"]["single"], floor)
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="50,000 GloVe items, 200 queries")
     ap.add_argument("--datasets", default="glove,digits")
-    ap.add_argument("--trees", default="10,50,100")
+    ap.add_argument("--trees", default="10,50")
     ap.add_argument("--skip", default="", help="comma list of: faiss, faiss-hnsw, hnswlib, pss")
     ap.add_argument("--plot", default=None, help="plot file (default docs/ann_recall_qps.png on full runs)")
     ap.add_argument("--budget", type=float, default=None, help="seconds per sweep point (min 100 queries)")

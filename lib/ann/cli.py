@@ -23,9 +23,8 @@ def build(
     metric: str = typer.Option("angular", help=METRIC_HELP),
     trees: int = typer.Option(10, "--trees", "-t", help="Number of trees (-1: annoy's automatic count)."),
     seed: int = typer.Option(None, help="Random seed for reproducible trees."),
-    graph: bool = typer.Option(
-        None, "--graph/--no-graph",
-        help="Store a neighbour graph for fast queries (default: from 2,000 items and 64 trees)."),
+    graph: bool = typer.Option(None, "--graph/--no-graph",
+                               help="Store a neighbour graph for fast queries (default: from 2,000 items)."),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Threads for the graph build (-1: one per CPU)."),
 ) -> None:
     """Build an index from a .npy matrix, with a progress bar per tree, then per graph step."""

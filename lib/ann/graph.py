@@ -50,10 +50,6 @@ MAGIC = int.from_bytes(b"BBG1", "little")
 VERSION = 1
 HEADER_WORDS = 5
 MIN_ITEMS = 2_000  # below this the trees alone are as fast: no graph unless asked for
-# Below this many trees the default build stays within annoy's build time for the same trees, so it
-# stores no graph unless asked for: the graph costs as much as ~50 trees' worth of the time our
-# trees save over annoy's (GloVe-50: graph ~24 s, trees 0.26 s each against annoy's 0.73 s).
-MIN_TREES = 64
 GRAPH_METRICS = ("angular", "euclidean", "manhattan", "dot")
 
 

@@ -191,14 +191,8 @@ class AnnIndex:
     ) -> bool:
         """Grow ``n_trees`` trees (``-1``: until the trees take as many nodes as the items), then the
         neighbour graph: ``graph=None`` builds it for indexes of at least ``graph.MIN_ITEMS`` items
-        and ``graph.MIN_TREES`` trees (angular, euclidean, manhattan, dot), ``True`` always (where
-        the metric allows), ``False`` never (a plain annoy forest).
-
-        Why the tree count: ``n_trees`` is the build budget annoy's users choose. Backbeat's trees
-        take about a third of annoy's time; the graph costs what ~50 trees save, so from
-        ``MIN_TREES`` trees on the default build with its graph is still no slower than annoy's,
-        and below that it is the trees alone (faster and smaller than annoy's). ``graph=True``
-        buys the graph at any tree count (~24 s per 400,000 items of f=50, one thread)."""
+        (angular, euclidean, manhattan, dot), ``True`` always (where the metric allows), ``False``
+        never (a plain annoy forest)."""
         from backbeat.ann.build import build_forest, leaf_orders
 
         if self._views is not None:
@@ -215,14 +209,11 @@ class AnnIndex:
         n_present = int(present.sum())
         if graph is True and not G.supported(self._layout):
             raise AnnStateError(f"build: no neighbour graph for metric {self.metric!r} with f={self.f}")
-        want = G.supported(self._layout) and n_present >= 2 and (graph is True or (
-            graph is None and n_present >= G.MIN_ITEMS and (n_trees == -1 or n_trees >= G.MIN_TREES)))
-        buf = None
+        want = G.supported(self._layout) and n_present >= 2 and (
+            graph is True or (graph is None and n_present >= G.MIN_ITEMS))
         if want:
             buf, orders = build_forest(x, present, self._layout, int(n_trees), self._seed, progress,
                                        return_orders=True)
-            want = graph is True or len(orders) >= G.MIN_TREES  # -1: the count is known only now
-        if want:
             views = NodeViews(buf, self._layout, buf.size // self._layout.size)
             roots, _ = find_roots(views)
             seed = 1 if self._seed is None else self._seed
@@ -232,7 +223,7 @@ class AnnIndex:
             adj = G.build_graph(x, present, orders, self._layout, seed=seed, progress=graph_progress,
                                 n_jobs=int(n_jobs))
             buf = G.splice(buf, len(roots), self._layout, G.region(adj, self._layout))
-        elif buf is None:
+        else:
             buf = build_forest(x, present, self._layout, int(n_trees), self._seed, progress)
         self._x = self._present = None
         if self._on_disk is not None:

@@ -35,39 +35,16 @@ def built(metric: str, graph: bool | None, tmp_path, n: int = N, name: str = "x.
 def pair(request, tmp_path_factory):
     """The same items and seed built with and without the graph."""
     tmp = tmp_path_factory.mktemp(request.param)
-    with_graph, gpath = built(request.param, True, tmp, name="graph.ann")
+    with_graph, gpath = built(request.param, None, tmp, name="graph.ann")
     plain, ppath = built(request.param, False, tmp, name="plain.ann")
     return request.param, with_graph, gpath, plain, ppath
 
 
-@pytest.mark.parametrize(("n", "trees", "expected"), [
-    (G.MIN_ITEMS, G.MIN_TREES, True),
-    (G.MIN_ITEMS - 1, G.MIN_TREES, False),  # small: the trees alone are as fast
-    (G.MIN_ITEMS, G.MIN_TREES - 1, False),  # a tree budget the graph would overrun
-    (G.MIN_ITEMS, -1, False),  # annoy's automatic count: far fewer trees than MIN_TREES here
-])
-def test_graph_is_built_by_default_from_enough_items_and_trees_only(tmp_path, n, trees, expected):
-    x = vectors("euclidean", n)
-    index = AnnIndex(x.shape[1], "euclidean")
-    index.set_seed(7)
-    index.add_items(x)
-    index.build(trees)
-    assert index.has_graph is expected
-    assert (index.info()["graph"] is not None) is expected
-    if expected:
-        assert index.info()["graph"]["degree"] == G.GraphParams().degree
-    else:  # the same file as an explicit plain forest, byte for byte
-        plain = AnnIndex(x.shape[1], "euclidean")
-        plain.set_seed(7)
-        plain.add_items(x)
-        plain.build(trees, graph=False)
-        index.save(tmp_path / "a.ann")
-        plain.save(tmp_path / "b.ann")
-        assert (tmp_path / "a.ann").read_bytes() == (tmp_path / "b.ann").read_bytes()
-    forced = AnnIndex(x.shape[1], "euclidean")
-    forced.add_items(x)
-    forced.build(3, graph=True)  # asked for: at any tree count
-    assert forced.has_graph
+def test_graph_is_built_by_default_above_the_threshold_only(tmp_path):
+    big, _ = built("euclidean", None, tmp_path, n=G.MIN_ITEMS)
+    small, _ = built("euclidean", None, tmp_path, n=G.MIN_ITEMS - 1, name="small.ann")
+    assert big.has_graph and big.info()["graph"]["degree"] == G.GraphParams().degree
+    assert not small.has_graph and small.info()["graph"] is None
 
 
 def test_the_forest_part_is_unchanged_and_annoy_answers_alike(pair):
