@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         base, q = split(load_glove(), 50_000 if args.quick else None, 200 if args.quick else 1000)
         print(f"== duel on GloVe-50: {base.shape[0]} x {base.shape[1]}, {q.shape[0]} queries", flush=True)
         truth = ground_truth(base, q, "angular")
-        res = duel(base, q, truth, "angular", max(int(t) for t in args.trees.split(",")), args.duel)
+        res = duel(base, q, truth, "angular", int(args.trees.split(",")[0]), args.duel)
         CACHE.mkdir(parents=True, exist_ok=True)
         (CACHE / f"ann-duel{'-quick' if args.quick else ''}.json").write_text(json.dumps(res, indent=1))
         return

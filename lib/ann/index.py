@@ -475,7 +475,8 @@ class AnnIndex:
             adj = G.adjacency(raw, lay, start, degree, self._n_items)
             self._gstate = {
                 "kernel": _graph_kernels.search,
-                "arrays": (raw.view("<i4"), raw.view("<f4"), adj, np.asarray(self._roots, dtype=np.int64)),
+                "arrays": (raw.view("<i4"), raw.view("<f4"), adj,
+                           np.asarray(self._roots[: G.SEED_TREES], dtype=np.int64)),
                 "params": G.search_params(lay, self._n_items, self.metric),
                 "local": threading.local(),
             }

@@ -95,6 +95,23 @@ def test_graph_search_finds_the_true_neighbours(pair):
     assert graph_hits >= tree_hits + len(near), (graph_hits, tree_hits)  # +0.1 recall at least
 
 
+@pytest.mark.parametrize("metric", ["angular", "euclidean"])
+def test_a_large_forest_seeds_the_walk_from_a_few_trees_and_still_finds_far_clusters(metric):
+    x = vectors(metric, N)
+    index = AnnIndex(x.shape[1], metric)
+    index.set_seed(5)
+    index.add_items(x)
+    index.build(3 * G.SEED_TREES, graph=True)
+    assert index.get_n_trees() == 3 * G.SEED_TREES
+    present = np.ones(N, bool)
+    q = vectors(metric, 50, seed=3)  # queries between the clusters, as above
+    hits = sum(len(set(index.get_nns_by_vector(v, 10, search_k=1000))
+                   & set(brute(metric, x, present, v, 10).tolist())) for v in q)
+    assert hits / (10 * len(q)) >= 0.93
+    ids, _ = index.query(q, 10, 1000)
+    assert [row.tolist() for row in ids] == [index.get_nns_by_vector(v, 10, search_k=1000) for v in q]
+
+
 def test_distances_and_batches_agree_with_single_queries(pair):
     metric, with_graph, gpath, _, _ = pair
     index = AnnIndex(with_graph.f, metric)
