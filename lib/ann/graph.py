@@ -51,9 +51,9 @@ VERSION = 1
 HEADER_WORDS = 5
 MIN_ITEMS = 2_000  # below this the trees alone are as fast: no graph unless asked for
 GRAPH_METRICS = ("angular", "euclidean", "manhattan", "dot")
-# The graph walk is seeded from the leaves of at most this many trees: with 50 the seeding walked
-# five times the tree nodes for the same recall, and batched queries at recall 0.90 on GloVe-50
-# ran 20-50 % slower than with 10 (measured on one 50-tree file: same recall at 10, 0.001 less at 5).
+# The graph walk is seeded from the leaves of at most this many trees: seeding from all 50 trees
+# of a 50-tree GloVe-50 file gave the same recall with batched queries at recall 0.90 20-50 %
+# slower than seeding from 10 (the walk descends every tree it is given; 5 lost 0.001 recall).
 SEED_TREES = 10
 
 
