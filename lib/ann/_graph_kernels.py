@@ -17,6 +17,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from backbeat.ann._select import kth
+
 
 @intrinsic
 def _prefetch(typingctx, arr, idx):  # pragma: no cover - compiled
@@ -86,38 +88,6 @@ def _insert(ids, ds, flag, worst, i, j, d):  # pragma: no cover - compiled
     return 1
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _smallest_first(keys, c, k):  # pragma: no cover - compiled
-    """Reorder ``keys[:c]`` in place so that its ``k`` smallest come first (quickselect with a
-    median-of-three pivot; keys are distinct). No allocation, unlike ``np.partition``."""
-    lo = 0
-    hi = c - 1
-    while hi > lo:
-        a = keys[lo]
-        b = keys[(lo + hi) >> 1]
-        e = keys[hi]
-        pivot = max(min(a, b), min(max(a, b), e))
-        i = lo
-        j = hi
-        while i <= j:
-            while keys[i] < pivot:
-                i += 1
-            while keys[j] > pivot:
-                j -= 1
-            if i <= j:
-                t = keys[i]
-                keys[i] = keys[j]
-                keys[j] = t
-                i += 1
-                j -= 1
-        if k - 1 <= j:
-            hi = j
-        elif k - 1 >= i:
-            lo = i
-        else:
-            break
-
-
 @njit(cache=True, nogil=True)
 def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover - compiled
     """Offer every item of one leaf block (``mem``: rows of the items, in one tree's leaf order)
@@ -160,7 +130,7 @@ def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover -
                 keys[c] = (np.int64(dr[r]) << 32) | mem[r]
                 c += 1
         if c > L:
-            _smallest_first(keys, c, L)
+            kth(keys, c, L - 1)  # the L smallest first
             c = L
         ks = keys[:c]
         ks.sort()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backbeat.ann._select import kth as _kth
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _above(p1: float, n1: int, p2: float, n2: int) -> bool:
@@ -225,36 +227,6 @@ SAMPLE_MIN = 32  # two-means sample of a small segment (larger ones: m // 16, up
 @njit(cache=True, nogil=True)
 def seed(value):  # pragma: no cover - compiled
     np.random.seed(value)
-
-
-@njit(cache=True, nogil=True)
-def _kth(v, n, k):  # pragma: no cover - compiled
-    """Reorder ``v[:n]`` so that ``v[k]`` is its k-th smallest (0-based), nothing larger before it."""
-    lo = 0
-    hi = n - 1
-    while lo < hi:
-        a = v[lo]
-        b = v[(lo + hi) >> 1]
-        c = v[hi]
-        pivot = max(min(a, b), min(max(a, b), c))
-        i = lo
-        j = hi
-        while i <= j:
-            while v[i] < pivot:
-                i += 1
-            while v[j] > pivot:
-                j -= 1
-            if i <= j:
-                v[i], v[j] = v[j], v[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return v[k]
 
 
 @njit(cache=True, nogil=True)
