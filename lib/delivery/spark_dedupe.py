@@ -65,15 +65,23 @@ def spark_session(app: str = "backbeat-dedupe", master: str | None = None) -> An
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.errors import PySparkRuntimeError
+
     builder = SparkSession.builder.appName(app)
     if master or not os.environ.get("SPARK_MASTER"):
         builder = builder.master(master or "local[2]")  # 2 cores here
-    return (
-        builder.config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.driver.memory", "1g")
-        .getOrCreate()
-    )
+    builder = (builder.config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "4")
+               .config("spark.driver.memory", "1g"))
+    try:
+        return builder.getOrCreate()
+    except PySparkRuntimeError as exc:
+        # The JVM behind py4j is forked from this process; when the fork races threads of other
+        # libraries (gRPC clients) the child can exit before it reports its port (seen once in a
+        # CI run: "JAVA_GATEWAY_EXITED"). A second launch is independent; other errors are not.
+        if exc.getCondition() != "JAVA_GATEWAY_EXITED":
+            raise
+        return builder.getOrCreate()
 
 
 def dedupe_hour_spark(

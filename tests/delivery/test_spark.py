@@ -91,3 +91,33 @@ def test_spark_path_matches_the_in_function_path(platform, delivery, settings, s
     before = snapshot(platform, BUCKET)
     again = dedupe_hour(platform, BUCKET, "play", h10, force_engine="spark", settings=settings, spark=spark)
     assert again.rerun_noop and snapshot(platform, BUCKET) == before
+
+
+def test_a_jvm_that_exits_at_launch_is_started_once_more(monkeypatch):
+    from pyspark.errors import PySparkRuntimeError
+    from pyspark.sql import SparkSession
+
+    from backbeat.delivery.spark_dedupe import spark_session
+
+    calls = []
+
+    def launch(failures: int, condition: str):
+        def get_or_create(self):
+            calls.append(condition)
+            if len(calls) <= failures:
+                raise PySparkRuntimeError(errorClass=condition, messageParameters={})
+            return "session"
+        return get_or_create
+
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", launch(1, "JAVA_GATEWAY_EXITED"))
+    assert spark_session("t") == "session" and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", launch(2, "JAVA_GATEWAY_EXITED"))
+    with pytest.raises(PySparkRuntimeError):  # once more, not forever
+        spark_session("t")
+    assert len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", launch(1, "NO_ACTIVE_SESSION"))
+    with pytest.raises(PySparkRuntimeError):  # other failures are not retried
+        spark_session("t")
+    assert len(calls) == 1
