@@ -204,9 +204,10 @@ def _prune_graph(gk: Any, xq: np.ndarray, ids: np.ndarray, ds: np.ndarray, param
     fwd = hp.empty((n, min(params.forward, params.degree)), np.int32)
     alpha, forward_alpha = np.float32(params.alpha), np.float32(params.forward_alpha)
     parts = _ranges(n, jobs)
-    top = max(6, int(np.log2(max(n, 2))) + 1) if hops else 5
-    hops_at = 2 ** np.arange(5, top, 2, dtype=np.int64)  # 2**5, 2**7, ...: every 16x instead cost
-    # clustered data (tests/ann/test_graph.py) 4 points of recall, for ~0.5 s on GloVe-50
+    # 2**5, 2**7, ... positions away: every 16x instead cost clustered data (tests/ann/test_graph.py)
+    # 4 points of recall, for ~0.5 s on GloVe-50
+    hops_at = (2 ** np.arange(5, max(6, int(np.log2(max(n, 2))) + 1), 2, dtype=np.int64) if hops
+               else np.zeros(0, np.int64))
     _share(lambda part: [gk.prune(xq, ids, ds, fwd.shape[1], forward_alpha, l1, hops_at, fwd, a, b)
                          for a, b in part], parts, jobs)
     start, sources = gk.incoming(fwd)
