@@ -12,33 +12,10 @@ Metric codes of the search: 0 angular, 1 euclidean, 2 manhattan, 3 dot.
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
+from backbeat.ann._prefetch import prefetch as _prefetch
 from backbeat.ann._select import kth
-
-
-@intrinsic
-def _prefetch(typingctx, arr, idx):  # pragma: no cover - compiled
-    """``llvm.prefetch`` of ``arr[idx]``: the graph walk knows which rows it reads next long before
-    it reads them, and a miss to memory costs more than a distance computation."""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
-        i8p = ir.PointerType(ir.IntType(8))
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        i32 = ir.IntType(32)
-        read, keep_in_all_caches, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)
-        builder.call(fn, [builder.bitcast(ptr, i8p), read, keep_in_all_caches, data])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 # --------------------------------------------------------------------------------------- building
