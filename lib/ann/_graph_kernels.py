@@ -587,7 +587,9 @@ def _offer(rd, ri, nr, ef, cd, ci, nc, key, item):  # pragma: no cover - compile
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma: no cover - compiled
     """Beam search (width ``ef``) over the graph for every row of ``qs``, entered at the ``seed_k``
-    items of the leaves the trees rank first. ``out_d`` gets annoy's distances."""
+    items of the leaves the trees rank first. ``out_d`` gets annoy's distances. Returns the first
+    row holding NaN or inf (its output is left empty), or -1; the last visited stamp is kept in
+    ``params[12]``."""
     s4, ch4, v4, a4, norm4 = params[0], params[1], params[2], params[3], params[4]
     K, n_items, metric, f = params[5], params[6], params[7], params[8]
     k, ef, seed_k, stamp = params[9], params[10], params[11], params[12]
@@ -603,8 +605,18 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
     adj_flat = adj.reshape(adj.shape[0] * R)
     tp = np.empty(256, np.float32)  # tree walk: max-heap on priority
     tn = np.empty(256, np.int64)
+    bad = -1
     for b in range(qs.shape[0]):
         q = qs[b]
+        finite = True
+        for j in range(f):
+            finite &= np.isfinite(q[j])
+        if not finite:  # the caller raises; no answer for this row
+            bad = b if bad < 0 else bad
+            for r in range(k):
+                out_ids[b, r] = -1
+                out_d[b, r] = np.inf
+            continue
         stamp += 1
         if stamp > 255:  # one byte per item keeps the stamps in cache; wrap: clear them
             visited[:] = 0
@@ -725,5 +737,6 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
         for r in range(got, k):
             out_ids[b, r] = -1
             out_d[b, r] = np.inf
-    return stamp
+    params[12] = stamp  # the next call goes on from here
+    return bad
 

@@ -41,22 +41,38 @@ def _prefetch_record(f32, start, size):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cover - compiled
+    """Annoy's search for every row of ``qs``; returns the first row holding NaN or inf (its
+    output is left empty), or -1. ``seen`` holds per item a 14-bit query stamp and a 2-bit vote
+    count; the last stamp used is kept in ``params[13]``, so the caller only sets up once."""
     # few arguments: numba's per-call dispatch cost grows with their number
     s4, ch4, v4, a4, df4 = params[0], params[1], params[2], params[3], params[4]
     dfsq, K, n_items, metric, f = params[5] != 0, params[6], params[7], params[8], params[9]
-    k, search_k, check, epoch, votes = params[10], params[11], params[12] != 0, params[13], params[14]
-    cap = 4096
+    k, search_k, check, stamp, votes = params[10], params[11], params[12] != 0, params[13], params[14]
+    cap = max(256, 2 * roots.shape[0] + 2)  # the roots all go in first
     hp = np.empty(cap, np.float32)
     hn = np.empty(cap, np.int64)
     best_k = np.empty(k, np.float32)
     best_i = np.empty(k, np.int64)
     n_roots = roots.shape[0]
-    ccap = 4096
+    ccap = 256
     cand = np.empty(ccap, np.int64)
     keys = np.empty(ccap, np.float32)
+    bad = -1
     for b in range(qs.shape[0]):
         q = qs[b]
-        stamp = epoch + b
+        finite = True
+        for j in range(f):
+            finite &= np.isfinite(q[j])
+        if not finite:  # the caller raises; no answer for this row
+            bad = b if bad < 0 else bad
+            for r in range(k):
+                out_ids[b, r] = -1
+                out_d[b, r] = np.inf
+            continue
+        stamp += 1
+        if stamp >= 1 << 14:  # the stamp has 14 bits: wrap, forgetting every earlier query
+            seen[:] = 0
+            stamp = 1
         qq = np.float32(0.0)
         for j in range(f):
             qq += q[j] * q[j]
@@ -228,6 +244,8 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
         for r in range(nb, k):
             out_ids[b, r] = -1
             out_d[b, r] = np.inf
+    params[13] = stamp  # the next call goes on from here
+    return bad
 
 # ------------------------------------------------------------------------------------- building
 # The tree builder (``backbeat.ann.build``). A tree is one depth-first pass over a working copy of

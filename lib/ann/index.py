@@ -28,8 +28,10 @@ from backbeat.ann import graph as G
 from backbeat.ann.errors import AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
 from backbeat.ann.layout import DOT_LAYOUTS, METRICS, Layout, layout_for
 from backbeat.ann.nodes import NodeViews, find_roots
+from backbeat.ann.runners import GraphRunner, TreeRunner
 
 QUERY_CHUNK = 64
+_F32 = np.dtype(np.float32)  # an array's dtype is this very object when it is native float32
 
 
 class AnnIndex:
@@ -62,6 +64,8 @@ class AnnIndex:
         self._graph: tuple[int, int, int] | None = None  # (first record, records, degree)
         self._use_graph = True
         self._gstate: dict[str, Any] | None = None
+        self._local = threading.local()  # per thread: its compiled search (runners.py)
+        self._shape = (self.f,)
 
     @property
     def built(self) -> bool:
@@ -332,6 +336,7 @@ class AnnIndex:
         self._path = path
         self._fast = None
         self._gstate = None
+        self._local = threading.local()
         self._use_graph = True
 
     def unload(self) -> bool:
@@ -389,26 +394,60 @@ class AnnIndex:
         self, vector: Any, n: int, search_k: int = -1, include_distances: bool = False
     ) -> Any:
         """The ``n`` nearest items to ``vector`` (annoy's answer when the file has no graph)."""
+        run = getattr(self._local, "runner", None)
+        if (run is not None and type(vector) is np.ndarray and vector.dtype is _F32  # the common call:
+                and vector.shape == self._shape and vector.flags.c_contiguous  # nothing to convert
+                and type(n) is int and type(search_k) is int and n > 0):
+            got = run.one(vector, n, search_k)
+            if got is not None:
+                return got if include_distances else got[0]
         views = self._require_built("get_nns_by_vector")
         q = self._as_vector(vector, "get_nns_by_vector")
         return self._exact(views, q, n, search_k, include_distances)
 
     def _exact(self, views: NodeViews, q: np.ndarray, n: int, search_k: int, include_distances: bool) -> Any:
-        """Annoy's search: compiled when numba is there, else the reference Python replay."""
+        """Annoy's search (or the graph's): compiled when numba is there, else the reference
+        Python replay."""
         n, search_k = int(n), int(search_k)
-        gst = self._graph_state() if n > 0 else None
-        if gst is not None:
-            ids, dist = _row_lists(*self._run_graph(gst, q[None, :], n, search_k, single=True))
-            return (ids, dist) if include_distances else ids
-        compiled = self._compiled() if n > 0 else None
-        if compiled is not None:
-            budget = n * len(self._roots) if search_k == -1 else search_k
-            ids, dist = _row_lists(*self._run_kernel(compiled, q[None, :], n, budget, single=True))
+        run = self._runner() if n > 0 else None
+        if run is not None:
+            got = run.one(q, n, search_k)
+            if got is None:  # _as_vector lets nothing non-finite through; a guard, not a path
+                raise AnnVectorError("query vector holds NaN or infinite values")
+            ids, dist = got
         else:
             from backbeat.ann.search import exact_nns
 
             ids, dist = exact_nns(views, self._roots, self._n_items, q, n, search_k)
         return (ids, dist) if include_distances else ids
+
+    def _runner(self) -> Any:
+        """This thread's compiled search (graph when the file has one and it is used, else the
+        trees), made on first use; None for hamming or without numba."""
+        run = getattr(self._local, "runner", None)
+        if run is not None or self._views is None:
+            return run
+        gst = self._graph_state()
+        if gst is not None:
+            run = GraphRunner(gst["kernel"], gst["arrays"], gst["params"], self._n_items, len(self._roots),
+                              self._layout.K)
+        else:
+            run = self._tree_runner()
+            if run is None:
+                return None
+        self._local.runner = run
+        return run
+
+    def _tree_runner(self) -> TreeRunner | None:
+        """This thread's compiled tree search, also where queries use the graph (``votes``)."""
+        run = getattr(self._local, "trees", None)
+        if run is None:
+            st = self._compiled()
+            if st is None:
+                return None
+            run = TreeRunner(st["kernel"], st["arrays"], st["params"], self._n_items, st["holes"])
+            self._local.trees = run
+        return run
 
     def _fast_state(self) -> dict[str, Any]:
         if self._fast is None:
@@ -451,7 +490,6 @@ class AnnIndex:
                 {"angular": 0, "euclidean": 1, "manhattan": 2, "dot": 3}[self.metric], self.f,
                 0, 0, 0, 0, 1,
             ], dtype=np.int64)
-            st["seen"] = threading.local()
         return st if st["kernel"] is not None else None
 
     @property
@@ -478,66 +516,8 @@ class AnnIndex:
                 "arrays": (raw.view("<i4"), raw.view("<f4"), adj,
                            np.asarray(self._roots[: G.SEED_TREES], dtype=np.int64)),
                 "params": G.search_params(lay, self._n_items, self.metric),
-                "local": threading.local(),
             }
         return self._gstate if self._gstate["kernel"] is not None else None
-
-    def _run_graph(
-        self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int, single: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Graph search for every row of ``qs``; ``search_k`` sets the beam (see ``graph.ef_for``).
-        Each thread keeps its own one-byte "visited" stamp per item (cleared every 255 queries), and
-        its own output rows for single queries (the caller turns those into lists at once)."""
-        local = st["local"]
-        if getattr(local, "visited", None) is None:
-            local.visited = np.zeros(max(self._n_items, 1), np.uint8)
-            local.stamp = 0
-            local.params = st["params"].copy()
-        p = local.params
-        ef = G.ef_for(search_k, k, len(self._roots))
-        p[9], p[10], p[11], p[12] = k, ef, G.seeds_for(ef, self._layout.K), local.stamp
-        if single:
-            ids, dist = _single_rows(local, k)
-        else:
-            ids = np.empty((qs.shape[0], k), np.int64)
-            dist = np.empty((qs.shape[0], k), np.float32)
-        i32, f32, adj, roots = st["arrays"]
-        local.stamp = st["kernel"](i32, f32, adj, roots, p, qs, local.visited, ids, dist)
-        return ids, dist
-
-    def _run_kernel(self, st: dict[str, Any], qs: np.ndarray, k: int, search_k: int,
-                    votes: int = 1, single: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Run the compiled search. Its per-thread "seen" array holds 2 bytes per item: a 14-bit
-        query stamp and a 2-bit vote count, cleared every 16,383 queries (cheap, and it keeps each
-        serving process's private memory small next to the shared file). ``single``: one query,
-        answered into per-thread output rows the caller copies out at once."""
-        local = st["seen"]
-        if getattr(local, "array", None) is None:
-            local.array = np.zeros(max(self._n_items, 1), np.uint16)
-            local.epoch = 1
-            local.params = st["params"].copy()
-        i32, f32, roots = st["arrays"]
-        p = local.params
-        if single:
-            rows = _single_rows(local, k)
-            if local.epoch + 1 >= 1 << 14:
-                local.array.fill(0)
-                local.epoch = 1
-            p[10], p[11], p[12], p[13], p[14] = k, search_k, st["holes"], local.epoch, votes
-            st["kernel"](i32, f32, roots, p, qs, local.array, *rows)
-            local.epoch += 1
-            return rows
-        ids = np.empty((qs.shape[0], k), np.int64)
-        dist = np.empty((qs.shape[0], k), np.float32)
-        for c in range(0, qs.shape[0], 8192):
-            part = qs[c:c + 8192]
-            if local.epoch + part.shape[0] >= 1 << 14:
-                local.array.fill(0)
-                local.epoch = 1
-            local.params[10:15] = (k, search_k, st["holes"], local.epoch, votes)
-            st["kernel"](i32, f32, roots, local.params, part, local.array, ids[c:c + 8192], dist[c:c + 8192])
-            local.epoch += part.shape[0]
-        return ids, dist
 
     def query(
         self, matrix: Any, k: int, search_k: int = -1, votes: int = 1
@@ -569,14 +549,14 @@ class AnnIndex:
             raise AnnVectorError(f"query: k must be positive, got {k}")
         if not 1 <= votes <= 3:
             raise AnnVectorError(f"query: votes must be 1, 2 or 3, got {votes}")
-        if votes == 1:
-            gst = self._graph_state()
-            if gst is not None:
-                return self._run_graph(gst, np.ascontiguousarray(m), k, int(search_k))
-        budget = k * max(len(self._roots), 1) if search_k == -1 else int(search_k)
-        compiled = self._compiled()
-        if compiled is not None:
-            return self._run_kernel(compiled, np.ascontiguousarray(m), k, budget, votes)
+        search_k = int(search_k)
+        run = self._runner()
+        if votes != 1 and isinstance(run, GraphRunner):  # votes count trees: the tree search
+            run = self._tree_runner()
+        if run is not None:
+            ids, dist, _ = run.many(np.ascontiguousarray(m), k, search_k, votes)
+            return ids, dist
+        budget = k * max(len(self._roots), 1) if search_k == -1 else search_k
         return self._numpy_query(views, self._encode(m), k, budget)
 
     def _numpy_query(
@@ -659,22 +639,6 @@ def _check_v2_items(fd: int, layout: Layout, size: int) -> None:
     pad = items[:, layout.off_built + 1:layout.off_built + 4]
     if not items.size or (flags != 1).any() or (pad != 0).any() or len(set(norms.tolist())) != 1:
         raise AnnFormatError("not dot layout v2 (items lack the built flag and shared norm)")
-
-
-def _single_rows(local: threading.local, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The thread's reusable (1, k) output rows of single queries (ids, distances)."""
-    rows = getattr(local, "one", None)
-    if rows is None or rows[0].shape[1] != k:
-        rows = local.one = (np.empty((1, k), np.int64), np.empty((1, k), np.float32))
-    return rows
-
-
-def _row_lists(ids_m: np.ndarray, dist_m: np.ndarray) -> tuple[list[int], list[float]]:
-    """The first row of a search's output as annoy's lists, without the -1 padding."""
-    ids = ids_m[0].tolist()
-    got = len(ids) if ids[-1] >= 0 else ids.index(-1)
-    del ids[got:]
-    return ids, dist_m[0, :got].tolist()
 
 
 def _write_atomic(path: Path, data: np.ndarray) -> None:

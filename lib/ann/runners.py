@@ -1,0 +1,122 @@
+"""Per-thread state of the compiled searches, set up once so that each call does little else.
+
+Annoy's users call ``get_nns_by_vector`` in a loop, one vector at a time. On a small index the
+compiled search takes 2-3 us, and the Python around it (argument checks, writing the per-call
+parameters, a stamp counter, numba's dispatch, list conversion) used to take 10-15 us more. A
+runner keeps what does not change between calls: the kernel and its arrays, its own copy of the
+parameter block (the kernel keeps its query stamp there, so no Python bookkeeping per call), the
+"seen"/"visited" stamps and the output rows of one query. The kernel also checks the query for
+NaN and inf, so the caller needs no pass over the vector of its own.
+
+A runner belongs to one thread (its stamps and output rows are overwritten by every call); the
+index keeps one per thread in a ``threading.local``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backbeat.ann import graph as G
+
+
+def first_row(ids_m: np.ndarray, dist_m: np.ndarray) -> tuple[list[int], list[float]]:
+    """The first row of a search's output as annoy's lists, without the -1 padding."""
+    ids = ids_m[0].tolist()
+    got = len(ids) if ids[-1] >= 0 else ids.index(-1)
+    del ids[got:]
+    return ids, dist_m[0, :got].tolist()
+
+
+class TreeRunner:
+    """Annoy's best-first search over the trees (``_kernels.search``) for one thread."""
+
+    __slots__ = ("_kernel", "_i32", "_f32", "_roots", "_params", "_seen", "_ids", "_dist", "_key", "_n_roots")
+
+    def __init__(self, kernel: Any, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], params: np.ndarray,
+                 n_items: int, holes: bool) -> None:
+        self._kernel = kernel
+        self._i32, self._f32, self._roots = arrays
+        self._params = params.copy()
+        self._params[12] = holes
+        self._params[13] = 0  # last query stamp
+        self._seen = np.zeros(max(n_items, 1), np.uint16)
+        self._n_roots = max(len(self._roots), 1)
+        self._key: tuple[int, int, int] | None = None
+        self._ids = self._dist = np.empty((1, 0))
+
+    def _setup(self, k: int, search_k: int, votes: int) -> None:
+        self._params[10] = k
+        self._params[11] = k * self._n_roots if search_k == -1 else search_k
+        self._params[14] = votes
+        if self._ids.shape[1] != k:
+            self._ids = np.empty((1, k), np.int64)
+            self._dist = np.empty((1, k), np.float32)
+        self._key = (k, search_k, votes)
+
+    def one(self, q: np.ndarray, k: int, search_k: int) -> tuple[list[int], list[float]] | None:
+        """The ``k`` nearest to float32 vector ``q``; None if ``q`` holds NaN or inf."""
+        if self._key != (k, search_k, 1):
+            self._setup(k, search_k, 1)
+        if self._kernel(self._i32, self._f32, self._roots, self._params, q.reshape(1, -1), self._seen,
+                        self._ids, self._dist) >= 0:
+            return None
+        return first_row(self._ids, self._dist)
+
+    def many(self, qs: np.ndarray, k: int, search_k: int, votes: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Every row of ``qs``: ids, distances, and the first non-finite row (or -1)."""
+        if self._key != (k, search_k, votes):
+            self._setup(k, search_k, votes)
+        ids = np.empty((qs.shape[0], k), np.int64)
+        dist = np.empty((qs.shape[0], k), np.float32)
+        bad = self._kernel(self._i32, self._f32, self._roots, self._params, qs, self._seen, ids, dist)
+        return ids, dist, bad
+
+
+class GraphRunner:
+    """Beam search over the neighbour graph (``_graph_kernels.search``) for one thread."""
+
+    __slots__ = ("_kernel", "_arrays", "_params", "_visited", "_ids", "_dist", "_key", "_n_trees", "_leaf")
+
+    def __init__(self, kernel: Any, arrays: tuple[np.ndarray, ...], params: np.ndarray, n_items: int,
+                 n_trees: int, leaf: int) -> None:
+        self._kernel = kernel
+        self._arrays = arrays
+        self._params = params.copy()
+        self._params[12] = 0  # last visited stamp
+        self._visited = np.zeros(max(n_items, 1), np.uint8)
+        self._n_trees = n_trees
+        self._leaf = leaf
+        self._key: tuple[int, int] | None = None
+        self._ids = self._dist = np.empty((1, 0))
+
+    def _setup(self, k: int, search_k: int) -> None:
+        ef = G.ef_for(search_k, k, self._n_trees)
+        self._params[9], self._params[10], self._params[11] = k, ef, G.seeds_for(ef, self._leaf)
+        if self._ids.shape[1] != k:
+            self._ids = np.empty((1, k), np.int64)
+            self._dist = np.empty((1, k), np.float32)
+        self._key = (k, search_k)
+
+    def one(self, q: np.ndarray, k: int, search_k: int) -> tuple[list[int], list[float]] | None:
+        """The ``k`` nearest to float32 vector ``q``; None if ``q`` holds NaN or inf."""
+        if self._key != (k, search_k):
+            self._setup(k, search_k)
+        i32, f32, adj, roots = self._arrays
+        if self._kernel(i32, f32, adj, roots, self._params, q.reshape(1, -1), self._visited,
+                        self._ids, self._dist) >= 0:
+            return None
+        return first_row(self._ids, self._dist)
+
+    def many(self, qs: np.ndarray, k: int, search_k: int,
+             votes: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+        """Every row of ``qs``: ids, distances, and the first non-finite row (or -1). ``votes``
+        counts trees and has no meaning here: the caller uses a ``TreeRunner`` for it."""
+        if self._key != (k, search_k):
+            self._setup(k, search_k)
+        ids = np.empty((qs.shape[0], k), np.int64)
+        dist = np.empty((qs.shape[0], k), np.float32)
+        i32, f32, adj, roots = self._arrays
+        bad = self._kernel(i32, f32, adj, roots, self._params, qs, self._visited, ids, dist)
+        return ids, dist, bad
