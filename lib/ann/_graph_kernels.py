@@ -110,7 +110,13 @@ def merge_block(xq, mem, g, sq, l1, ids, ds, flag, worst):  # pragma: no cover -
             kth(keys, c, L - 1)  # the L smallest first
             c = L
         ks = keys[:c]
-        ks.sort()
+        for t in range(1, c):  # insertion sort: c <= L (40) keys, ~2x faster here than .sort()
+            v = ks[t]
+            s = t - 1
+            while s >= 0 and ks[s] > v:
+                ks[s + 1] = ks[s]
+                s -= 1
+            ks[s + 1] = v
         if ds[u, 0] == big:  # the item's first block: its list is empty, nothing to merge
             for t in range(c):
                 ds[u, t] = np.int32(ks[t] >> 32)
