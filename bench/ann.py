@@ -6,11 +6,12 @@
     python -m bench.ann --duel 9   # batched Backbeat vs hnswlib at recall 0.90, 9 alternated rounds
 
 Everything runs single-threaded in one process, side by side, on the same queries; recall@10 is
-measured against exact brute force. For every method a sweep of its speed knob (annoy/Backbeat
-``search_k``, hnswlib/faiss ``ef``) gives recall/QPS points; the summary takes the best QPS at
-recall >= 0.90 and >= 0.99 and prints the ratios the targets in docs/ann.md refer to. Results go
-to ``bench/.cache/ann-<dataset>.json``; ``--plot`` (default on for full runs) draws
-``docs/ann_recall_qps.png``.
+measured against exact brute force. Backbeat also answers from each file annoy wrote ("backbeat on
+annoy's N": the compiled replay of annoy's search, knob by knob). For every method a sweep of its
+speed knob (annoy/Backbeat ``search_k``, hnswlib/faiss ``ef``) gives recall/QPS points; the
+summary takes the best QPS at recall >= 0.90 and >= 0.99 and prints the ratios the targets in
+docs/ann.md refer to. Results go to ``bench/.cache/ann-<dataset>.json``; ``--plot`` (default on
+for full runs) draws ``docs/ann_recall_qps.png``.
 """
 
 from __future__ import annotations
@@ -294,6 +295,26 @@ def run_annoy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, t
     return {"build_s": build, "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
+def run_replay(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,
+               budget_s: float) -> dict:
+    """Backbeat answering from the file annoy just wrote (no graph: the compiled replay of annoy's
+    search, same candidates for the same ``search_k``), over annoy's knobs: the speed a user gets
+    by changing only the import."""
+    from backbeat.ann import AnnIndex
+
+    path = workdir / f"annoy-{trees}.ann"
+    index = AnnIndex(base.shape[1], metric)
+    index.load(path)
+    index.get_nns_by_vector(q[0], K)  # kernels loaded outside the timings
+
+    def one(row: np.ndarray, sk: int) -> list[int]:
+        return index.get_nns_by_vector(row, K, search_k=sk)
+
+    pts = sweep(f"backbeat on annoy's {trees}", knobs_for(trees, base.shape[0]), one, q, truth, budget_s)
+    index.unload()
+    return {"build_s": 0.0, "bytes": path.stat().st_size, "rss_mb": 0.0, "points": pts}
+
+
 GRAPH_KNOBS = [200, 300, 450, 550, 600, 650, 700, 800, 900, 1000, 1200, 1400, 2000, 3000, 3500, 4000,
                4500, 6000, 7500, 9000]
 
@@ -435,6 +456,8 @@ def run_dataset(name: str, base: np.ndarray, q: np.ndarray, metric: str, trees: 
         m["hnswlib"] = run_hnswlib(base, q, truth, metric, budget_s)
     for t in trees:
         m[f"annoy {t} trees"] = run_annoy(base, q, truth, metric, t, workdir, budget_s)
+        if "replay" not in skip:
+            m[f"backbeat on annoy's {t}"] = run_replay(base, q, truth, metric, t, workdir, budget_s)
         m[f"backbeat {t} trees"] = run_backbeat(base, q, truth, metric, t, workdir, budget_s)
     if "pss" not in skip:
         biggest = m[f"backbeat {max(trees)} trees"]["path"]
@@ -473,6 +496,11 @@ def summarize(results: dict, trees: list[int]) -> None:
             ratios[f"single_vs_annoy_{t}@{floor}"] = (b / a) if a and b else None
         ratios[f"build_vs_annoy_{t}"] = m[f"backbeat {t} trees"]["build_s"] / m[f"annoy {t} trees"]["build_s"]
         ratios[f"size_vs_annoy_{t}"] = m[f"backbeat {t} trees"]["bytes"] / m[f"annoy {t} trees"]["bytes"]
+        replay = m.get(f"backbeat on annoy's {t}")
+        if replay is not None:  # same file, same knobs: compare knob by knob
+            pairs = zip(m[f"annoy {t} trees"]["points"]["single"], replay["points"]["single"], strict=False)
+            speedups = [r["qps"] / a["qps"] for a, r in pairs if a["qps"] and a["knob"] >= 1000]
+            ratios[f"annoy_file_replay_vs_annoy_{t}"] = float(np.median(speedups)) if speedups else None
         ratios[f"trees_only_build_vs_annoy_{t}"] = (
             m[f"backbeat {t} trees"]["trees_build_s"] / m[f"annoy {t} trees"]["build_s"])
     if "pss" in results:
@@ -572,7 +600,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="50,000 GloVe items, 200 queries")
     ap.add_argument("--datasets", default="glove,digits")
     ap.add_argument("--trees", default="10,50")
-    ap.add_argument("--skip", default="", help="comma list of: faiss, faiss-hnsw, hnswlib, pss")
+    ap.add_argument("--skip", default="",
+                    help="comma list of: faiss, faiss-hnsw, hnswlib, replay (backbeat on annoy's files), pss")
     ap.add_argument("--plot", default=None, help="plot file (default docs/ann_recall_qps.png on full runs)")
     ap.add_argument("--budget", type=float, default=None, help="seconds per sweep point (min 100 queries)")
     ap.add_argument("--duel", type=int, default=0, metavar="ROUNDS",
