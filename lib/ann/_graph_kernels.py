@@ -15,6 +15,8 @@ import numpy as np
 from numba import njit
 
 from backbeat.ann._prefetch import prefetch as _prefetch
+from backbeat.ann._rows import finite as _finite
+from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth
 
 
@@ -614,14 +616,9 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
     bad = -1
     for b in range(qs.shape[0]):
         q = qs[b]
-        finite = True
-        for j in range(f):
-            finite &= np.isfinite(q[j])
-        if not finite:  # the caller raises; no answer for this row
+        if not _finite(q, f):  # the caller raises; no answer for this row
             bad = b if bad < 0 else bad
-            for r in range(k):
-                out_ids[b, r] = -1
-                out_d[b, r] = np.inf
+            _pad(out_ids, out_d, b, 0, k)
             continue
         stamp += 1
         if stamp > 255:  # one byte per item keeps the stamps in cache; wrap: clear them
@@ -740,9 +737,7 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
                 out_d[b, r] = max(key, 0.0)
             else:
                 out_d[b, r] = -key
-        for r in range(got, k):
-            out_ids[b, r] = -1
-            out_d[b, r] = np.inf
+        _pad(out_ids, out_d, b, got, k)
     params[12] = stamp  # the next call goes on from here
     return bad
 

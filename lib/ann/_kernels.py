@@ -20,6 +20,8 @@ import numpy as np
 from numba import njit
 
 from backbeat.ann._prefetch import prefetch as _prefetch
+from backbeat.ann._rows import finite as _finite
+from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth as _kth
 
 AHEAD = 8  # distance pass: prefetch the record of the candidate this many places ahead
@@ -60,14 +62,9 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
     bad = -1
     for b in range(qs.shape[0]):
         q = qs[b]
-        finite = True
-        for j in range(f):
-            finite &= np.isfinite(q[j])
-        if not finite:  # the caller raises; no answer for this row
+        if not _finite(q, f):  # the caller raises; no answer for this row
             bad = b if bad < 0 else bad
-            for r in range(k):
-                out_ids[b, r] = -1
-                out_d[b, r] = np.inf
+            _pad(out_ids, out_d, b, 0, k)
             continue
         stamp += 1
         if stamp >= 1 << 14:  # the stamp has 14 bits: wrap, forgetting every earlier query
@@ -241,9 +238,7 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
                 out_d[b, r] = key if key > 0 else 0.0
             else:
                 out_d[b, r] = -key
-        for r in range(nb, k):
-            out_ids[b, r] = -1
-            out_d[b, r] = np.inf
+        _pad(out_ids, out_d, b, nb, k)
     params[13] = stamp  # the next call goes on from here
     return bad
 

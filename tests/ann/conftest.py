@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -18,6 +22,27 @@ def vectors(metric: str, n: int, seed: int = 0) -> np.ndarray:
         return (rng.random((n, dim(metric))) > 0.5).astype(np.float32)
     centers = rng.standard_normal((20, dim(metric))) * 3
     return (centers[rng.integers(0, 20, n)] + rng.standard_normal((n, dim(metric)))).astype(np.float32)
+
+
+def in_threads(work: Callable[[], Any], n: int = 4) -> list[Any]:
+    """Run ``work`` in ``n`` threads at once; their results (an exception fails the test)."""
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            results[t] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def brute(metric: str, x: np.ndarray, present: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:

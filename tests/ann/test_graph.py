@@ -3,8 +3,6 @@ damaged graph region is refused."""
 
 from __future__ import annotations
 
-import threading
-
 import annoy
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from backbeat.ann import graph as G
 from backbeat.ann.build import leaf_orders
 from backbeat.ann.errors import AnnFormatError, AnnStateError
 
-from .conftest import brute, vectors
+from .conftest import brute, in_threads, vectors
 
 N = 4000
 GRAPH_METRICS = ["angular", "euclidean", "manhattan", "dot"]
@@ -147,20 +145,14 @@ def test_threads_share_one_index(pair):
     index.load(gpath)
     q = vectors(metric, 200, seed=13)
     expected = index.query(q, 10, 1000)[0]
-    results: dict[int, np.ndarray] = {}
 
-    def work(t: int) -> None:
+    def work() -> np.ndarray:
         out = np.empty_like(expected)
         for r in range(len(q)):
             out[r] = index.query(q[r], 10, 1000)[0][0]
-        results[t] = out
+        return out
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    for out in results.values():
+    for out in in_threads(work):
         assert np.array_equal(out, expected)
 
 

@@ -3,15 +3,13 @@ answer every time, across the kernels' stamp wraps, on many trees, and in severa
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from backbeat.ann import AnnIndex
 from backbeat.ann.search import exact_nns
 
-from .conftest import vectors
+from .conftest import in_threads, vectors
 
 
 def _index(tmp_path, n: int, trees: int, graph: bool) -> AnnIndex:
@@ -88,15 +86,9 @@ def test_threads_each_get_their_own_runner(tmp_path, graph):
     index = _index(tmp_path, 500, 5, graph)
     q = vectors("euclidean", 150, seed=10)
     expected = [index.get_nns_by_vector(row, 10, search_k=200) for row in q]
-    results: dict[int, list[list[int]]] = {}
 
-    def work(t: int) -> None:
-        results[t] = [index.get_nns_by_vector(row, 10, search_k=200) for _ in range(3) for row in q]
+    def work() -> list[list[int]]:
+        return [index.get_nns_by_vector(row, 10, search_k=200) for _ in range(3) for row in q]
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    for out in results.values():
+    for out in in_threads(work):
         assert out == expected * 3
