@@ -29,27 +29,26 @@ def first_row(ids_m: np.ndarray, dist_m: np.ndarray) -> tuple[list[int], list[fl
     return ids, dist_m[0, :got].tolist()
 
 
-class TreeRunner:
-    """Annoy's best-first search over the trees (``_kernels.search``) for one thread."""
+class _Runner:
+    """What both compiled searches share: their calls take ``(*arrays, params, queries, stamps,
+    ids, distances)``; a subclass writes the per-call slots of ``params`` in ``_configure``."""
 
-    __slots__ = ("_kernel", "_i32", "_f32", "_roots", "_params", "_seen", "_ids", "_dist", "_key", "_n_roots")
+    __slots__ = ("_kernel", "_arrays", "_params", "_stamps", "_ids", "_dist", "_key")
 
-    def __init__(self, kernel: Any, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], params: np.ndarray,
-                 n_items: int, holes: bool) -> None:
+    def __init__(self, kernel: Any, arrays: tuple[np.ndarray, ...], params: np.ndarray,
+                 stamps: np.ndarray) -> None:
         self._kernel = kernel
-        self._i32, self._f32, self._roots = arrays
+        self._arrays = arrays
         self._params = params.copy()
-        self._params[12] = holes
-        self._params[13] = 0  # last query stamp
-        self._seen = np.zeros(max(n_items, 1), np.uint16)
-        self._n_roots = max(len(self._roots), 1)
+        self._stamps = stamps
         self._key: tuple[int, int, int] | None = None
         self._ids = self._dist = np.empty((1, 0))
 
+    def _configure(self, k: int, search_k: int, votes: int) -> None:
+        raise NotImplementedError
+
     def _setup(self, k: int, search_k: int, votes: int) -> None:
-        self._params[10] = k
-        self._params[11] = k * self._n_roots if search_k == -1 else search_k
-        self._params[14] = votes
+        self._configure(k, search_k, votes)
         if self._ids.shape[1] != k:
             self._ids = np.empty((1, k), np.int64)
             self._dist = np.empty((1, k), np.float32)
@@ -59,64 +58,55 @@ class TreeRunner:
         """The ``k`` nearest to float32 vector ``q``; None if ``q`` holds NaN or inf."""
         if self._key != (k, search_k, 1):
             self._setup(k, search_k, 1)
-        if self._kernel(self._i32, self._f32, self._roots, self._params, q.reshape(1, -1), self._seen,
-                        self._ids, self._dist) >= 0:
-            return None
-        return first_row(self._ids, self._dist)
-
-    def many(self, qs: np.ndarray, k: int, search_k: int, votes: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Every row of ``qs``: ids, distances, and the first non-finite row (or -1)."""
-        if self._key != (k, search_k, votes):
-            self._setup(k, search_k, votes)
-        ids = np.empty((qs.shape[0], k), np.int64)
-        dist = np.empty((qs.shape[0], k), np.float32)
-        bad = self._kernel(self._i32, self._f32, self._roots, self._params, qs, self._seen, ids, dist)
-        return ids, dist, bad
-
-
-class GraphRunner:
-    """Beam search over the neighbour graph (``_graph_kernels.search``) for one thread."""
-
-    __slots__ = ("_kernel", "_arrays", "_params", "_visited", "_ids", "_dist", "_key", "_n_trees", "_leaf")
-
-    def __init__(self, kernel: Any, arrays: tuple[np.ndarray, ...], params: np.ndarray, n_items: int,
-                 n_trees: int, leaf: int) -> None:
-        self._kernel = kernel
-        self._arrays = arrays
-        self._params = params.copy()
-        self._params[12] = 0  # last visited stamp
-        self._visited = np.zeros(max(n_items, 1), np.uint8)
-        self._n_trees = n_trees
-        self._leaf = leaf
-        self._key: tuple[int, int] | None = None
-        self._ids = self._dist = np.empty((1, 0))
-
-    def _setup(self, k: int, search_k: int) -> None:
-        ef = G.ef_for(search_k, k, self._n_trees)
-        self._params[9], self._params[10], self._params[11] = k, ef, G.seeds_for(ef, self._leaf)
-        if self._ids.shape[1] != k:
-            self._ids = np.empty((1, k), np.int64)
-            self._dist = np.empty((1, k), np.float32)
-        self._key = (k, search_k)
-
-    def one(self, q: np.ndarray, k: int, search_k: int) -> tuple[list[int], list[float]] | None:
-        """The ``k`` nearest to float32 vector ``q``; None if ``q`` holds NaN or inf."""
-        if self._key != (k, search_k):
-            self._setup(k, search_k)
-        i32, f32, adj, roots = self._arrays
-        if self._kernel(i32, f32, adj, roots, self._params, q.reshape(1, -1), self._visited,
-                        self._ids, self._dist) >= 0:
+        bad = self._kernel(*self._arrays, self._params, q.reshape(1, -1), self._stamps, self._ids, self._dist)
+        if bad >= 0:
             return None
         return first_row(self._ids, self._dist)
 
     def many(self, qs: np.ndarray, k: int, search_k: int,
              votes: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
-        """Every row of ``qs``: ids, distances, and the first non-finite row (or -1). ``votes``
-        counts trees and has no meaning here: the caller uses a ``TreeRunner`` for it."""
-        if self._key != (k, search_k):
-            self._setup(k, search_k)
+        """Every row of ``qs``: ids, distances, and the first non-finite row (or -1)."""
+        if self._key != (k, search_k, votes):
+            self._setup(k, search_k, votes)
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)
-        i32, f32, adj, roots = self._arrays
-        bad = self._kernel(i32, f32, adj, roots, self._params, qs, self._visited, ids, dist)
+        bad = self._kernel(*self._arrays, self._params, qs, self._stamps, ids, dist)
         return ids, dist, bad
+
+
+class TreeRunner(_Runner):
+    """Annoy's best-first search over the trees (``_kernels.search``) for one thread: per item a
+    14-bit query stamp and a 2-bit vote count."""
+
+    __slots__ = ("_n_roots",)
+
+    def __init__(self, kernel: Any, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], params: np.ndarray,
+                 n_items: int, holes: bool) -> None:
+        super().__init__(kernel, arrays, params, np.zeros(max(n_items, 1), np.uint16))
+        self._params[12] = holes
+        self._params[13] = 0  # last query stamp
+        self._n_roots = max(len(arrays[2]), 1)
+
+    def _configure(self, k: int, search_k: int, votes: int) -> None:
+        self._params[10] = k
+        self._params[11] = k * self._n_roots if search_k == -1 else search_k
+        self._params[14] = votes
+
+
+class GraphRunner(_Runner):
+    """Beam search over the neighbour graph (``_graph_kernels.search``) for one thread: one byte
+    of "visited" stamp per item. ``votes`` counts trees and means nothing here: the index uses a
+    ``TreeRunner`` for it."""
+
+    __slots__ = ("_n_trees", "_leaf")
+
+    def __init__(self, kernel: Any, arrays: tuple[np.ndarray, ...], params: np.ndarray, n_items: int,
+                 n_trees: int, leaf: int) -> None:
+        super().__init__(kernel, arrays, params, np.zeros(max(n_items, 1), np.uint8))
+        self._params[12] = 0  # last visited stamp
+        self._n_trees = n_trees
+        self._leaf = leaf
+
+    def _configure(self, k: int, search_k: int, votes: int) -> None:
+        ef = G.ef_for(search_k, k, self._n_trees)
+        self._params[9], self._params[10], self._params[11] = k, ef, G.seeds_for(ef, self._leaf)
