@@ -521,6 +521,27 @@ def _key(f32, ib, v4, norm4, q, f, metric):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _code_key(codes, item, qc, w, metric):  # pragma: no cover - compiled
+    """Ranking key of item ``item`` from its int8 code and the query in code space ``qc``: the
+    graph's own distances (squared euclidean, L1 for manhattan, minus the dot product for the unit
+    vectors of angular and dot)."""
+    row = codes[item]
+    s = np.float32(0.0)
+    if metric == 1:
+        for j in range(w):
+            t = np.float32(row[j]) - qc[j]
+            s += t * t
+        return s
+    if metric == 2:
+        for j in range(w):
+            s += abs(np.float32(row[j]) - qc[j])
+        return s
+    for j in range(w):
+        s -= np.float32(row[j]) * qc[j]
+    return s
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _heap_down_max(hd, hi, size, d, i):  # pragma: no cover - compiled
     p = 0
     while True:
@@ -593,24 +614,31 @@ def _offer(rd, ri, nr, ef, cd, ci, nc, key, item):  # pragma: no cover - compile
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma: no cover - compiled
-    """Beam search (width ``ef``) over the graph for every row of ``qs``, entered at the ``seed_k``
-    items of the leaves the trees rank first. ``out_d`` gets annoy's distances. Returns the first
-    row holding NaN or inf (its output is left empty), or -1; the last visited stamp is kept in
+def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, qs, visited, out_ids,
+           out_d):  # pragma: no cover - compiled
+    """Beam search (width ``ef``) over the graph (item i's edges: ``nbr_ids[off[i]:off[i+1]]``, up
+    to a -1; at most ``params[15]``) for every row of ``qs``, entered at the ``seed_k`` items of
+    the leaves the trees rank first. With ``codes`` (n_items x w int8, w > 0) the walk ranks by
+    them and the ``ef`` items it kept are ranked again on the float vectors; without (w = 0) by
+    the float vectors throughout. ``out_d`` gets annoy's distances. Returns the first row holding
+    NaN or inf (its output is left empty), or -1; the last visited stamp is kept in
     ``params[12]``."""
     s4, ch4, v4, a4, norm4 = params[0], params[1], params[2], params[3], params[4]
     K, n_items, metric, f = params[5], params[6], params[7], params[8]
     k, ef, seed_k, stamp = params[9], params[10], params[11], params[12]
     df4, dfsq = params[13], params[14] != 0
-    ef = max(ef, k)
-    R = adj.shape[1]
+    w = codes.shape[1]
+    # the walk keeps the ef best by the codes; with a narrow beam keep a few more, so that the
+    # float ranking at the end can correct the codes' rounding among them
+    ef = max(ef, 2 * k if w > 0 else k)
+    qc = np.zeros(max(w, 1), np.float32)
+    codes_flat = codes.reshape(codes.shape[0] * w)
     rd = np.empty(ef, np.float32)  # results: max-heap on key
     ri = np.empty(ef, np.int64)
     cd = np.empty(1024, np.float32)  # frontier: min-heap on key
     ci = np.empty(1024, np.int64)
-    nbr = np.empty(R, np.int64)
+    nbr = np.empty(max(params[15], 1), np.int64)
     row_words = v4 + f  # words of a record the distance reads
-    adj_flat = adj.reshape(adj.shape[0] * R)
     tp = np.empty(256, np.float32)  # tree walk: max-heap on priority
     tn = np.empty(256, np.int64)
     bad = -1
@@ -624,6 +652,15 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
         if stamp > 255:  # one byte per item keeps the stamps in cache; wrap: clear them
             visited[:] = 0
             stamp = 1
+        if w > 0:  # the query in code space: unit for angular, scaled like the items otherwise
+            sc = np.float32(qscale)
+            if metric == 0:
+                qq = np.float32(0.0)
+                for j in range(f):
+                    qq += q[j] * q[j]
+                sc = np.float32(1.0) / np.sqrt(qq) if qq > 0 else np.float32(0.0)
+            for j in range(f):
+                qc[j] = q[j] * sc
         nr = 0
         nc = 0
         # entry points: annoy's best-first walk over all trees (priority = smallest margin on the
@@ -681,7 +718,10 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
                 if item < 0 or item >= n_items or visited[item] == stamp or i32[item * s4] != 1:
                     continue
                 visited[item] = stamp
-                key = _key(f32, item * s4, v4, norm4, q, f, metric)
+                if w > 0:
+                    key = _code_key(codes, item, qc, w, metric)
+                else:
+                    key = _key(f32, item * s4, v4, norm4, q, f, metric)
                 nr, nc, cd, ci = _offer(rd, ri, nr, ef, cd, ci, nc, key, item)
         while nc > 0:
             if nr >= ef and cd[0] > rd[0]:
@@ -691,27 +731,40 @@ def search(i32, f32, adj, roots, params, qs, visited, out_ids, out_d):  # pragma
             if nc > 0:
                 _heap_down_min(cd, ci, nc, cd[nc], ci[nc])
             if nc > 0:  # the next node to expand is known now: ask for its edges early
-                _prefetch(adj_flat, ci[0] * R)
+                _prefetch(nbr_ids, off[ci[0]])
             # gather the unvisited neighbours first and prefetch their rows: the loads then overlap
             m = 0
-            for t in range(R):
-                item = np.int64(adj[u, t])
+            for t in range(off[u], off[u + 1]):
+                item = np.int64(nbr_ids[t])
                 if item < 0:
                     break
                 if visited[item] != stamp:
                     visited[item] = stamp
                     nbr[m] = item
                     m += 1
-                    ib = item * s4
-                    for line in range(0, row_words, 16):
-                        _prefetch(f32, ib + line)
+                    if w > 0:
+                        _prefetch(codes_flat, item * w)
+                    else:
+                        ib = item * s4
+                        for line in range(0, row_words, 16):
+                            _prefetch(f32, ib + line)
             for t in range(m):
                 item = nbr[t]
-                key = _key(f32, item * s4, v4, norm4, q, f, metric)
+                if w > 0:
+                    key = _code_key(codes, item, qc, w, metric)
+                else:
+                    key = _key(f32, item * s4, v4, norm4, q, f, metric)
                 nr, nc, cd, ci = _offer(rd, ri, nr, ef, cd, ci, nc, key, item)
         # the k best, nearest first (ties: smaller id first)
         keys = rd[:nr].copy()
         items = ri[:nr].copy()
+        if w > 0:  # the walk's ef best, ranked again on the float vectors
+            for r in range(nr):
+                ib = items[r] * s4
+                for line in range(0, row_words, 16):
+                    _prefetch(f32, ib + line)
+            for r in range(nr):
+                keys[r] = _key(f32, items[r] * s4, v4, norm4, q, f, metric)
         order = np.argsort(keys, kind="mergesort")
         got = min(k, nr)
         for r in range(got):

@@ -12,11 +12,21 @@ and ends with a header record whose ``n_descendants`` is 0, which stops that sca
 stopped before. So annoy loads a Backbeat file with a graph and answers from its trees as usual,
 and one file (one download, one shared mapping) carries both.
 
-Region layout (``s`` = record size, words are little-endian int32)::
+Region layout, version 2 (``s`` = record size, words are little-endian int32, byte offsets from
+the region's first byte)::
 
-    records [g, g + m)      the adjacency matrix, n_items x R int32 ids (-1 = no edge), padded
+    records [g, g + m)      offsets: n_items + 1 int32 (item i's edges are ids[off[i]:off[i+1]]),
+                            ids: the edges, int32; then, from byte ``c`` (64-byte aligned in the
+                            file), the items' int8 codes, n_items x w (w: f, padded to 16)
     record g + m (header)   word 0: 0 (n_descendants), 1: magic "BBG1", 2: version << 16 | R,
-                            3: n_items, 4: m
+                            3: n_items, 4: m, 5: c, 6: w, 7: the codes' scale (float32 bits)
+
+Version 1 (still read) held an n_items x R int32 matrix (-1 = no edge) and no codes: ~18 of
+R = 32 slots are used on GloVe-50, so the packed lists are ~40 % smaller, and they pay for the codes.
+Why codes: a query's walk reads ~1,100 items at random; each float32 record is 4 cache lines at
+f=50, its code one, so the walk ranks by the codes (the graph was built with the same distances)
+and only the ``ef`` items it kept are ranked again on the float vectors: same recall per
+``search_k``, ~1.5x the queries per second on GloVe-50 (docs/ann.md).
 
 How it is built: items are put in the leaf order of the first tree (nearby items get nearby
 rows), coded as int8. (1) Each of several trees' leaf orders is cut into blocks of a few hundred
@@ -47,8 +57,10 @@ from backbeat.ann.errors import AnnFormatError
 from backbeat.ann.layout import Layout
 
 MAGIC = int.from_bytes(b"BBG1", "little")
-VERSION = 1
-HEADER_WORDS = 5
+VERSION = 2
+HEADER_WORDS = 8  # version 2's header; version 1 wrote the first 5 words
+V1_HEADER_WORDS = 5
+CODE_ALIGN = 64  # a code row of w = 64 bytes is then one cache line
 MIN_ITEMS = 2_000  # below this the trees alone are as fast: no graph unless asked for
 GRAPH_METRICS = ("angular", "euclidean", "manhattan", "dot")
 # The graph walk is seeded from the leaves of at most this many trees: seeding from all 50 trees
@@ -79,6 +91,15 @@ def supported(layout: Layout) -> bool:
     return layout.metric in GRAPH_METRICS and layout.size >= 4 * HEADER_WORDS
 
 
+@dataclass(frozen=True)
+class Codes:
+    """The items' int8 codes in the graph's distance space (user id order, zero rows for ids never
+    added) and the factor that took the vectors to them."""
+
+    codes: np.ndarray
+    scale: float
+
+
 def _build_space(x: np.ndarray, metric: str) -> np.ndarray:
     """Vectors in which the graph's distances are squared euclidean (L1 for manhattan):
     unit vectors for angular, annoy's extra-coordinate transform (then unit) for dot."""
@@ -93,18 +114,25 @@ def _build_space(x: np.ndarray, metric: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _quantize(xw: np.ndarray) -> np.ndarray:
+def _quantize(xw: np.ndarray) -> tuple[np.ndarray, float]:
     """int8 codes, rows zero-padded to a multiple of 16 bytes (64 at f=50: one cache line a row,
-    and the compiled distance loop runs without a scalar remainder)."""
+    and the compiled distance loop runs without a scalar remainder), and their scale."""
     top = float(np.abs(xw).max()) if xw.size else 0.0
-    scale = 127.0 / top if top > 0 else 1.0
+    scale = float(np.float32(127.0 / top)) if top > 0 else 1.0
     width = -(-max(xw.shape[1], 1) // 16) * 16
     out = hp.full((xw.shape[0], width), 0, np.int8)  # read at random by every stage: huge pages
-    out[:, : xw.shape[1]] = np.rint(xw * scale)
-    return out
+    out[:, : xw.shape[1]] = np.rint(xw * np.float32(scale))
+    return out, scale
 
 
-def build_graph(
+def build_graph(x: np.ndarray, present: np.ndarray, orders: list[np.ndarray], layout: Layout,
+                params: GraphParams = GraphParams(), seed: int = 1,
+                progress: Callable[[str], None] | None = None, n_jobs: int = 1) -> np.ndarray:
+    """The adjacency matrix alone (see ``build_graph_and_codes``)."""
+    return build_graph_and_codes(x, present, orders, layout, params, seed, progress, n_jobs)[0]
+
+
+def build_graph_and_codes(
     x: np.ndarray,
     present: np.ndarray,
     orders: list[np.ndarray],
@@ -113,11 +141,12 @@ def build_graph(
     seed: int = 1,
     progress: Callable[[str], None] | None = None,
     n_jobs: int = 1,
-) -> np.ndarray:
+) -> tuple[np.ndarray, Codes]:
     """The adjacency matrix (n_items x degree int32, user ids, -1 = none) of the items of ``x``
-    marked ``present``. ``orders`` are leaf orders of trees over those items (present ids, every
-    subtree one contiguous run: ``build_forest(..., return_orders=True)``); the first
-    ``params.init_trees`` of them are cut into blocks, and the first one also gives the row order.
+    marked ``present``, and the items' codes the graph was built with (the search walks on them).
+    ``orders`` are leaf orders of trees over those items (present ids, every subtree one contiguous
+    run: ``build_forest(..., return_orders=True)``); the first ``params.init_trees`` of them are
+    cut into blocks, and the first one also gives the row order.
     ``n_jobs`` threads share the blocks of each tree, the walks and the pruning (``-1``: one per
     CPU); the graph does not depend on ``n_jobs``."""
     from backbeat.ann import _graph_kernels as gk
@@ -127,7 +156,8 @@ def build_graph(
     R, L = params.degree, max(params.candidates, params.degree)
     adj_user = np.full((n_items, R), -1, np.int32)
     if n < 2:
-        return adj_user
+        xq0, scale0 = _quantize(_build_space(x, layout.metric))
+        return adj_user, Codes(np.where(present[:, None], xq0, 0).astype(np.int8), scale0)
     orders = np.stack([np.asarray(o, np.int64) for o in orders[: max(1, params.init_trees)]])
     if orders.shape[1] != n:
         raise ValueError(f"leaf orders hold {orders.shape[1]} items, expected {n}")
@@ -135,7 +165,7 @@ def build_graph(
     inv = np.full(n_items, -1, np.int64)
     inv[perm] = np.arange(n)
     xw = _build_space(x[perm], layout.metric)
-    xq = _quantize(xw)
+    xq, scale = _quantize(xw)
     orders_p = np.ascontiguousarray(inv[orders])
     l1 = layout.metric == "manhattan"
     # float copies of the codes (without the padding) for BLAS: exact, the products are integers
@@ -190,7 +220,9 @@ def build_graph(
         progress("graph: pruning")
     adj = _prune_graph(gk, xq, ids, ds, params, l1, jobs)
     adj_user[perm] = np.where(adj >= 0, perm[np.maximum(adj, 0)], -1)
-    return adj_user
+    codes_user = np.zeros((n_items, xq.shape[1]), np.int8)
+    codes_user[perm] = xq
+    return adj_user, Codes(codes_user, scale)
 
 
 def _prune_graph(gk: Any, xq: np.ndarray, ids: np.ndarray, ds: np.ndarray, params: GraphParams,
@@ -244,23 +276,45 @@ def _share(run: Callable[[list[tuple[int, int]]], Any], spans: list[tuple[int, i
             fut.result()
 
 
-def region(adj: np.ndarray, layout: Layout) -> np.ndarray:
-    """The graph region's records (uint8, a whole number of records, header last)."""
-    s = layout.size
-    n_items, R = adj.shape
-    body = adj.astype("<i4").tobytes()
+def _records(body: bytes, header: list[int], s: int) -> np.ndarray:
+    """``body`` padded to whole records of ``s`` bytes, then the header record."""
     m = -(-len(body) // s)
     out = np.zeros((m + 1) * s, np.uint8)
     out[: len(body)] = np.frombuffer(body, np.uint8)
-    header = np.array([0, MAGIC, (VERSION << 16) | R, n_items, m], "<i4")
-    out[m * s: m * s + 4 * HEADER_WORDS] = header.view(np.uint8)
+    words = np.array([0, MAGIC, *header[:1], header[1], m, *header[2:]], "<i4")
+    out[m * s: m * s + 4 * len(words)] = words.view(np.uint8)
     return out
 
 
-def splice(buf: np.ndarray, n_roots: int, layout: Layout, graph_region: np.ndarray) -> np.ndarray:
-    """``buf`` (a built forest) with the graph region inserted before the root copies."""
+def region_v1(adj: np.ndarray, layout: Layout) -> np.ndarray:
+    """A version 1 region (the adjacency matrix, no codes): what Backbeat wrote before version 2;
+    kept so that the reader of old files stays tested."""
+    return _records(adj.astype("<i4").tobytes(), [(1 << 16) | adj.shape[1], adj.shape[0]], layout.size)
+
+
+def region(adj: np.ndarray, codes: Codes, layout: Layout, at: int) -> np.ndarray:
+    """The graph region's records (uint8, a whole number of records, header last) for a region that
+    starts at byte ``at`` of the file: each item's edges up to its first -1, packed, and the codes."""
+    n_items, R = adj.shape
+    if codes.codes.shape[0] != n_items:
+        raise ValueError(f"codes for {codes.codes.shape[0]} items, adjacency for {n_items}")
+    keep = np.cumprod(adj >= 0, axis=1, dtype=np.int8).astype(bool)  # the search stops at a -1
+    off = np.zeros(n_items + 1, np.int64)
+    np.cumsum(keep.sum(axis=1), out=off[1:])
+    if off[-1] >= 2**31 - n_items:
+        raise ValueError(f"a graph of {int(off[-1])} edges does not fit int32 offsets")
+    lists = off.astype("<i4").tobytes() + adj[keep].astype("<i4").tobytes()
+    c = -(-(at + len(lists)) // CODE_ALIGN) * CODE_ALIGN - at
+    body = lists + bytes(c - len(lists)) + np.ascontiguousarray(codes.codes, np.int8).tobytes()
+    scale_bits = int(np.array([codes.scale], "<f4").view("<i4")[0])
+    return _records(body, [(VERSION << 16) | R, n_items, c, codes.codes.shape[1], scale_bits], layout.size)
+
+
+def splice(buf: np.ndarray, n_roots: int, layout: Layout, adj: np.ndarray, codes: Codes) -> np.ndarray:
+    """``buf`` (a built forest) with a graph region of ``adj`` and ``codes`` inserted before the
+    root copies."""
     cut = buf.size - n_roots * layout.size
-    return np.concatenate([buf[:cut], graph_region, buf[cut:]])
+    return np.concatenate([buf[:cut], region(adj, codes, layout, cut), buf[cut:]])
 
 
 def locate(
@@ -270,20 +324,57 @@ def locate(
     Raises AnnFormatError when a header is there but does not fit the file."""
     s4 = layout.size // 4
     h = n_nodes - n_roots - 1
-    if not supported(layout) or h < n_items or n_items == 0:
+    if (layout.metric not in GRAPH_METRICS or layout.size < 4 * V1_HEADER_WORDS or h < n_items
+            or n_items == 0):
         return None
-    words = i32[h * s4: h * s4 + HEADER_WORDS]
+    words = i32[h * s4: h * s4 + V1_HEADER_WORDS]
     if int(words[0]) != 0 or int(words[1]) != MAGIC:
         return None
     version, degree = int(words[2]) >> 16, int(words[2]) & 0xFFFF
     g_items, m = int(words[3]), int(words[4])
-    if version != VERSION:
-        raise AnnFormatError(f"graph region version {version} is not supported (this reader knows {VERSION})")
-    if g_items != n_items or degree < 1 or m < 0 or h - m < n_items or m * layout.size < n_items * degree * 4:
+    if version not in (1, VERSION) or (version == 2 and layout.size < 4 * HEADER_WORDS):
+        raise AnnFormatError(
+            f"graph region version {version} is not supported (this reader knows 1 and {VERSION})")
+    least = n_items * degree * 4 if version == 1 else (n_items + 1) * 4
+    if g_items != n_items or degree < 1 or m < 0 or h - m < n_items or m * layout.size < least:
         raise AnnFormatError(
             f"graph header at record {h} does not fit the file (items {g_items} vs {n_items}, "
             f"degree {degree}, {m} records)")
     return h - m, m, degree
+
+
+def lists(raw: np.ndarray, layout: Layout, start: int, records: int, degree: int, n_items: int,
+          f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Zero-copy views of the region: ``(offsets, ids, codes, scale)``, checked once (offsets in
+    order and within the region, every id an item, the codes inside the region). A version 1
+    region gives its matrix as lists of ``degree`` (the search stops at a -1) and no codes
+    (n_items x 0: the search ranks by the float vectors)."""
+    s = layout.size
+    at, end = start * s, (start + records) * s
+    words = np.ndarray(HEADER_WORDS, "<i4", buffer=raw, offset=end) if s >= 4 * HEADER_WORDS else None
+    if words is None or int(words[2]) >> 16 == 1:
+        ids = adjacency(raw, layout, start, degree, n_items).reshape(-1)
+        if ids.size >= 2**31:
+            raise AnnFormatError(f"graph region at record {start} is too large for this reader")
+        off = np.arange(0, (n_items + 1) * degree, degree, dtype=np.int32)
+        return off, ids, np.zeros((n_items, 0), np.int8), 1.0
+    c, w = int(words[5]), int(words[6])
+    scale = float(words[7:8].view("<f4")[0])
+    off = np.ndarray(n_items + 1, "<i4", buffer=raw, offset=at)
+    total = int(off[-1])
+    steps = np.diff(off)
+    lists_ok = (int(off[0]) == 0 and 0 <= total and (n_items + 1 + total) * 4 <= c
+                and (not steps.size or (int(steps.min()) >= 0 and int(steps.max()) <= degree)))
+    codes_ok = f <= w <= 65536 and c + n_items * w <= end - at and np.isfinite(scale) and scale > 0
+    if not (lists_ok and codes_ok):
+        raise AnnFormatError(f"graph region at record {start} does not hold its lists and codes where "
+                             "its header says: corrupt file")
+    ids = np.ndarray(total, "<i4", buffer=raw, offset=at + (n_items + 1) * 4)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n_items):
+        raise AnnFormatError(
+            f"graph region at record {start} holds ids outside 0..{n_items - 1}: corrupt file")
+    codes = np.ndarray((n_items, w), np.int8, buffer=raw, offset=at + c)
+    return off, ids, codes, scale
 
 
 def adjacency(raw: np.ndarray, layout: Layout, start: int, degree: int, n_items: int) -> np.ndarray:
@@ -296,7 +387,7 @@ def adjacency(raw: np.ndarray, layout: Layout, start: int, degree: int, n_items:
     return adj
 
 
-def search_params(layout: Layout, n_items: int, metric: str) -> np.ndarray:
+def search_params(layout: Layout, n_items: int, metric: str, degree: int) -> np.ndarray:
     """The fixed part of the search kernel's ``params`` (the per-call slots are filled in later)."""
     return np.array([
         layout.size // 4, layout.off_children // 4, layout.off_v // 4,
@@ -305,7 +396,7 @@ def search_params(layout: Layout, n_items: int, metric: str) -> np.ndarray:
         layout.K, n_items, {"angular": 0, "euclidean": 1, "manhattan": 2, "dot": 3}[metric], layout.f,
         0, 0, 1, 0,
         layout.off_dot_factor // 4 if layout.off_dot_factor is not None else -1,
-        layout.dot_layout == "v1",
+        layout.dot_layout == "v1", degree,
     ], dtype=np.int64)
 
 

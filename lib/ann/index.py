@@ -224,9 +224,9 @@ class AnnIndex:
             missing = G.GraphParams().init_trees - len(orders)
             if missing > 0:  # a small forest: grow a few more trees just for their leaf orders
                 orders = orders + leaf_orders(x, present, self._layout, missing, seed + 1)
-            adj = G.build_graph(x, present, orders, self._layout, seed=seed, progress=graph_progress,
-                                n_jobs=int(n_jobs))
-            buf = G.splice(buf, len(roots), self._layout, G.region(adj, self._layout))
+            adj, codes = G.build_graph_and_codes(x, present, orders, self._layout, seed=seed,
+                                                 progress=graph_progress, n_jobs=int(n_jobs))
+            buf = G.splice(buf, len(roots), self._layout, adj, codes)
         else:
             buf = build_forest(x, present, self._layout, int(n_trees), self._seed, progress)
         self._x = self._present = None
@@ -509,13 +509,13 @@ class AnnIndex:
                 return None
             lay = self._layout
             raw = np.frombuffer(self._buf, np.uint8, count=self._views.n_nodes * lay.size)
-            start, _, degree = self._graph
-            adj = G.adjacency(raw, lay, start, degree, self._n_items)
+            start, records, degree = self._graph
+            off, ids, codes, scale = G.lists(raw, lay, start, records, degree, self._n_items, self.f)
             self._gstate = {
                 "kernel": _graph_kernels.search,
-                "arrays": (raw.view("<i4"), raw.view("<f4"), adj,
+                "arrays": (raw.view("<i4"), raw.view("<f4"), off, ids, codes, scale,
                            np.asarray(self._roots[: G.SEED_TREES], dtype=np.int64)),
-                "params": G.search_params(lay, self._n_items, self.metric),
+                "params": G.search_params(lay, self._n_items, self.metric, degree),
             }
         return self._gstate if self._gstate["kernel"] is not None else None
 

@@ -66,8 +66,9 @@ def add_graph(
         progress("graph: leaf orders")
     params = G.GraphParams()
     orders = leaf_orders(x, present, layout, params.init_trees, seed)
-    adj = G.build_graph(x, present, orders, layout, params, seed=seed, progress=progress, n_jobs=n_jobs)
-    _write_atomic(dst_p, G.splice(raw, n_roots, layout, G.region(adj, layout)))
+    adj, codes = G.build_graph_and_codes(x, present, orders, layout, params, seed=seed, progress=progress,
+                                         n_jobs=n_jobs)
+    _write_atomic(dst_p, G.splice(raw, n_roots, layout, adj, codes))
     check = AnnIndex(f, metric)
     check.load(dst_p, dot_layout=dot_layout)
     try:

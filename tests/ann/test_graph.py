@@ -206,7 +206,8 @@ def test_corrupt_graph_ids_are_refused_before_they_are_followed(tmp_path):
     index, gpath = built("euclidean", True, tmp_path)
     data = np.fromfile(gpath, np.uint8)
     start = index._graph[0] * index.layout.size
-    data[start + 40: start + 44] = np.array([10_000_000], "<i4").view(np.uint8)
+    ids_at = start + (N + 1) * 4  # the edge lists follow the N + 1 offsets
+    data[ids_at + 40: ids_at + 44] = np.array([10_000_000], "<i4").view(np.uint8)
     bad = tmp_path / "bad-ids.ann"
     data.tofile(bad)
     loaded = AnnIndex(index.f, "euclidean")
@@ -216,6 +217,62 @@ def test_corrupt_graph_ids_are_refused_before_they_are_followed(tmp_path):
     # the trees still answer when the graph is ignored
     loaded.load(bad, graph=False)
     assert len(loaded.get_nns_by_vector(vectors("euclidean", 1)[0], 5)) == 5
+
+
+@pytest.mark.parametrize("word, value", [(10, -5), (10, 10**8), (N, 2**30)])
+def test_corrupt_graph_offsets_are_refused(tmp_path, word, value):
+    """An offset out of order, past the lists or beyond the degree would send the walk outside
+    the region: refused when the graph is first used, nothing read through it."""
+    index, gpath = built("euclidean", True, tmp_path)
+    data = np.fromfile(gpath, np.uint8)
+    at = index._graph[0] * index.layout.size + 4 * word
+    data[at: at + 4] = np.array([value], "<i4").view(np.uint8)
+    bad = tmp_path / "bad-offsets.ann"
+    data.tofile(bad)
+    loaded = AnnIndex(index.f, "euclidean")
+    loaded.load(bad)
+    with pytest.raises(AnnFormatError, match="does not hold its lists and codes where its header says"):
+        loaded.query(vectors("euclidean", 3), 5)
+
+
+def test_a_damaged_codes_header_is_refused(tmp_path):
+    index, gpath = built("angular", True, tmp_path)
+    for word, value in [(5, 10**9), (6, 3), (7, int(np.array([np.nan], "<f4").view("<i4")[0]))]:
+        bad = _damaged(gpath, tmp_path, index, word, value)  # codes past the region, too narrow, NaN scale
+        loaded = AnnIndex(index.f, "angular")
+        loaded.load(bad)
+        with pytest.raises(AnnFormatError, match="corrupt file"):
+            loaded.get_nns_by_vector(vectors("angular", 1)[0], 5)
+
+
+@pytest.mark.parametrize("metric", GRAPH_METRICS)
+def test_version_1_regions_still_load_and_answer(tmp_path, metric):
+    """Files Backbeat wrote before the packed lists and codes (region version 1: an n x R matrix)
+    load, and answer from the float vectors alone: same neighbours as the same graph in version 2
+    finds at a wide beam."""
+    index, gpath = built(metric, True, tmp_path)
+    start, records, degree = index._graph
+    s = index.layout.size
+    raw = np.fromfile(gpath, np.uint8)
+    off, ids, _, _ = G.lists(raw, index.layout, start, records, degree, N, index.f)
+    adj = np.full((N, degree), -1, np.int32)
+    for i in range(N):
+        adj[i, : off[i + 1] - off[i]] = ids[off[i]: off[i + 1]]
+    old = np.concatenate([raw[: start * s], G.region_v1(adj, index.layout), raw[(start + records + 1) * s:]])
+    path = tmp_path / "v1.ann"
+    old.tofile(path)
+    v1 = AnnIndex(index.f, metric)
+    v1.load(path)
+    assert v1.has_graph and v1._graph[2] == degree
+    q = vectors(metric, 20, seed=5)
+    a, da = v1.query(q, 10, search_k=4000)
+    b, db = index.query(q, 10, search_k=4000)
+    assert (a == b).mean() >= 0.97
+    assert np.allclose(da[a == b], db[a == b], rtol=1e-5, atol=1e-5)
+    x = vectors(metric, N)
+    hits = sum(len(set(a[r].tolist()) & set(brute(metric, x, np.ones(N, bool), q[r], 10).tolist()))
+               for r in range(len(q)))
+    assert hits / (10 * len(q)) >= 0.95
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "manhattan"])

@@ -95,7 +95,7 @@ def test_a_failed_build_leaves_no_output(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise MemoryError("simulated: out of memory in the middle of the graph build")
 
-    monkeypatch.setattr(G, "build_graph", boom)
+    monkeypatch.setattr(G, "build_graph_and_codes", boom)
     with pytest.raises(MemoryError):
         add_graph(src, dst, x.shape[1], "angular")
     assert not dst.exists()
