@@ -398,7 +398,7 @@ class AnnIndex:
         if (run is not None and type(vector) is np.ndarray and vector.dtype is _F32  # the common call:
                 and vector.shape == self._shape and vector.flags.c_contiguous  # nothing to convert
                 and type(n) is int and type(search_k) is int and n > 0):
-            got = run.one(vector, n, search_k)
+            got = run.one(vector, n, search_k, include_distances)
             if got is not None:
                 return got if include_distances else got[0]
         views = self._require_built("get_nns_by_vector")

@@ -21,19 +21,11 @@ import numpy as np
 from backbeat.ann import graph as G
 
 
-def first_row(ids_m: np.ndarray, dist_m: np.ndarray) -> tuple[list[int], list[float]]:
-    """The first row of a search's output as annoy's lists, without the -1 padding."""
-    ids = ids_m[0].tolist()
-    got = len(ids) if ids[-1] >= 0 else ids.index(-1)
-    del ids[got:]
-    return ids, dist_m[0, :got].tolist()
-
-
 class _Runner:
     """What both compiled searches share: their calls take ``(*arrays, params, queries, stamps,
     ids, distances)``; a subclass writes the per-call slots of ``params`` in ``_configure``."""
 
-    __slots__ = ("_kernel", "_arrays", "_params", "_stamps", "_ids", "_dist", "_key")
+    __slots__ = ("_kernel", "_arrays", "_params", "_stamps", "_ids", "_dist", "_key", "_id_row", "_d_row")
 
     def __init__(self, kernel: Any, arrays: tuple[np.ndarray, ...], params: np.ndarray,
                  stamps: np.ndarray) -> None:
@@ -43,6 +35,7 @@ class _Runner:
         self._stamps = stamps
         self._key: tuple[int, int, int] | None = None
         self._ids = self._dist = np.empty((1, 0))
+        self._id_row = self._d_row = self._ids[0]
 
     def _configure(self, k: int, search_k: int, votes: int) -> None:
         raise NotImplementedError
@@ -52,16 +45,24 @@ class _Runner:
         if self._ids.shape[1] != k:
             self._ids = np.empty((1, k), np.int64)
             self._dist = np.empty((1, k), np.float32)
+            self._id_row, self._d_row = self._ids[0], self._dist[0]  # views made once, not per call
         self._key = (k, search_k, votes)
 
-    def one(self, q: np.ndarray, k: int, search_k: int) -> tuple[list[int], list[float]] | None:
-        """The ``k`` nearest to float32 vector ``q``; None if ``q`` holds NaN or inf."""
+    def one(self, q: np.ndarray, k: int, search_k: int,
+            distances: bool = True) -> tuple[list[int], list[float] | None] | None:
+        """The ``k`` nearest to float32 vector ``q`` as annoy's lists (ids, and distances when
+        asked for), without the -1 padding; None if ``q`` holds NaN or inf."""
         if self._key != (k, search_k, 1):
             self._setup(k, search_k, 1)
         bad = self._kernel(*self._arrays, self._params, q.reshape(1, -1), self._stamps, self._ids, self._dist)
         if bad >= 0:
             return None
-        return first_row(self._ids, self._dist)
+        ids = self._id_row.tolist()
+        if ids[-1] >= 0:
+            return ids, self._d_row.tolist() if distances else None
+        got = ids.index(-1)
+        del ids[got:]
+        return ids, self._d_row[:got].tolist() if distances else None
 
     def many(self, qs: np.ndarray, k: int, search_k: int,
              votes: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
