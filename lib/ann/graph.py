@@ -26,7 +26,7 @@ R = 32 slots are used on GloVe-50, so the packed lists are ~40 % smaller, and th
 Why codes: a query's walk reads ~1,100 items at random; each float32 record is 4 cache lines at
 f=50, its code one, so the walk ranks by the codes (the graph was built with the same distances)
 and only the ``ef`` items it kept are ranked again on the float vectors: same recall per
-``search_k``, ~1.5x the queries per second on GloVe-50 (docs/ann.md).
+``search_k``, 1.7-2x the queries per second on GloVe-50 (docs/ann.md).
 
 How it is built: items are put in the leaf order of the first tree (nearby items get nearby
 rows), coded as int8. (1) Each of several trees' leaf orders is cut into blocks of a few hundred
@@ -79,8 +79,8 @@ class GraphParams:
     block: int = 192  # items compared all-pairs per leaf block (one BLAS Gram matrix each; 256
     # measured the same graph for ~1 s more on GloVe-50, 160 a slightly worse one)
     init_trees: int = 4  # trees whose leaf orders are cut into blocks (more are grown if missing);
-    # 6 cost ~4-5 s more on GloVe-50 for ~10 % fewer distance computations at recall 0.90, which
-    # the codes' walk (graph region version 2) more than pays back: the build is the scarcer budget
+    # 6 cost ~1-2 s more on GloVe-50 in the benchmark (up to 5 s in single builds; this VM is noisy)
+    # for ~10 % less search_k at recall 0.90: the build is the scarcer budget (docs/ann.md)
     refine: int = 1  # walks of every item over the graph so far that improve its list
     rounds: int = 0  # optional NN-descent rounds after the blocks (0: the walk measured better)
     sample: int = 8  # S: new/old neighbours joined per item and NN-descent round
@@ -278,12 +278,13 @@ def _share(run: Callable[[list[tuple[int, int]]], Any], spans: list[tuple[int, i
             fut.result()
 
 
-def _records(body: bytes, header: list[int], s: int) -> np.ndarray:
-    """``body`` padded to whole records of ``s`` bytes, then the header record."""
+def _records(body: bytes, s: int, version: int, degree: int, n_items: int, *extra: int) -> np.ndarray:
+    """``body`` padded to whole records of ``s`` bytes, then the header record: 0, the magic,
+    version and degree, items, records of body, then the ``extra`` words of the version."""
     m = -(-len(body) // s)
     out = np.zeros((m + 1) * s, np.uint8)
     out[: len(body)] = np.frombuffer(body, np.uint8)
-    words = np.array([0, MAGIC, *header[:1], header[1], m, *header[2:]], "<i4")
+    words = np.array([0, MAGIC, (version << 16) | degree, n_items, m, *extra], "<i4")
     out[m * s: m * s + 4 * len(words)] = words.view(np.uint8)
     return out
 
@@ -291,7 +292,7 @@ def _records(body: bytes, header: list[int], s: int) -> np.ndarray:
 def region_v1(adj: np.ndarray, layout: Layout) -> np.ndarray:
     """A version 1 region (the adjacency matrix, no codes): what Backbeat wrote before version 2;
     kept so that the reader of old files stays tested."""
-    return _records(adj.astype("<i4").tobytes(), [(1 << 16) | adj.shape[1], adj.shape[0]], layout.size)
+    return _records(adj.astype("<i4").tobytes(), layout.size, 1, adj.shape[1], adj.shape[0])
 
 
 def region(adj: np.ndarray, codes: Codes, layout: Layout, at: int) -> np.ndarray:
@@ -309,7 +310,7 @@ def region(adj: np.ndarray, codes: Codes, layout: Layout, at: int) -> np.ndarray
     c = -(-(at + len(lists)) // CODE_ALIGN) * CODE_ALIGN - at
     body = lists + bytes(c - len(lists)) + np.ascontiguousarray(codes.codes, np.int8).tobytes()
     scale_bits = int(np.array([codes.scale], "<f4").view("<i4")[0])
-    return _records(body, [(VERSION << 16) | R, n_items, c, codes.codes.shape[1], scale_bits], layout.size)
+    return _records(body, layout.size, VERSION, R, n_items, c, codes.codes.shape[1], scale_bits)
 
 
 def splice(buf: np.ndarray, n_roots: int, layout: Layout, adj: np.ndarray, codes: Codes) -> np.ndarray:
