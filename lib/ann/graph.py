@@ -413,8 +413,3 @@ def ef_for(search_k: int, k: int, n_trees: int) -> int:
 def seeds_for(ef: int, leaf: int) -> int:
     """Leaf items the tree walk gathers before the graph walk: a few leaves, more for wide beams."""
     return max(leaf, ef // 2)
-
-
-def describe(adj: Any) -> dict[str, Any]:
-    deg = (np.asarray(adj) >= 0).sum(axis=1)
-    return {"degree": int(adj.shape[1]), "mean_degree": float(deg.mean()) if deg.size else 0.0}
