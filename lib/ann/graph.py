@@ -356,7 +356,7 @@ def lists(raw: np.ndarray, layout: Layout, start: int, records: int, degree: int
     at, end = start * s, (start + records) * s
     words = np.ndarray(HEADER_WORDS, "<i4", buffer=raw, offset=end) if s >= 4 * HEADER_WORDS else None
     if words is None or int(words[2]) >> 16 == 1:
-        ids = adjacency(raw, layout, start, degree, n_items).reshape(-1)
+        ids = _checked_ids(np.ndarray(n_items * degree, "<i4", buffer=raw, offset=at), -1, n_items, start)
         if ids.size >= 2**31:
             raise AnnFormatError(f"graph region at record {start} is too large for this reader")
         off = np.arange(0, (n_items + 1) * degree, degree, dtype=np.int32)
@@ -372,22 +372,18 @@ def lists(raw: np.ndarray, layout: Layout, start: int, records: int, degree: int
     if not (lists_ok and codes_ok):
         raise AnnFormatError(f"graph region at record {start} does not hold its lists and codes where "
                              "its header says: corrupt file")
-    ids = np.ndarray(total, "<i4", buffer=raw, offset=at + (n_items + 1) * 4)
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n_items):
-        raise AnnFormatError(
-            f"graph region at record {start} holds ids outside 0..{n_items - 1}: corrupt file")
+    ids = _checked_ids(np.ndarray(total, "<i4", buffer=raw, offset=at + (n_items + 1) * 4), 0, n_items, start)
     codes = np.ndarray((n_items, w), np.int8, buffer=raw, offset=at + c)
     return off, ids, codes, scale
 
 
-def adjacency(raw: np.ndarray, layout: Layout, start: int, degree: int, n_items: int) -> np.ndarray:
-    """Zero-copy view of the adjacency matrix, checked once: every id is -1 or an item."""
-    off = start * layout.size
-    adj = np.ndarray((n_items, degree), dtype="<i4", buffer=raw, offset=off)
-    if adj.size and (int(adj.min()) < -1 or int(adj.max()) >= n_items):
+def _checked_ids(ids: np.ndarray, lowest: int, n_items: int, start: int) -> np.ndarray:
+    """``ids`` (edges of the region at record ``start``) once every one is an item or ``lowest``
+    (-1, "no edge", in a version 1 matrix)."""
+    if ids.size and (int(ids.min()) < lowest or int(ids.max()) >= n_items):
         raise AnnFormatError(
             f"graph region at record {start} holds ids outside 0..{n_items - 1}: corrupt file")
-    return adj
+    return ids
 
 
 def search_params(layout: Layout, n_items: int, metric: str, degree: int) -> np.ndarray:
