@@ -542,6 +542,13 @@ def _code_key(codes, item, qc, w, metric):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _prefetch_row(f32, ib, row_words):  # pragma: no cover - compiled
+    """Ask for the cache lines of the float record at word ``ib`` the distance will read."""
+    for line in range(0, row_words, 16):
+        _prefetch(f32, ib + line)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _heap_down_max(hd, hi, size, d, i):  # pragma: no cover - compiled
     p = 0
     while True:
@@ -745,11 +752,11 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, qs, visited, ou
                     if w > 0:
                         _prefetch(codes_flat, item * w)
                     else:
-                        ib = item * s4
-                        for line in range(0, row_words, 16):
-                            _prefetch(f32, ib + line)
+                        _prefetch_row(f32, item * s4, row_words)
             for t in range(m):
                 item = nbr[t]
+                # the choice is written out here and in the seeding: one inlined helper holding
+                # both keys measured ~20 % fewer QPS on GloVe-50 (same answers)
                 if w > 0:
                     key = _code_key(codes, item, qc, w, metric)
                 else:
@@ -760,9 +767,7 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, qs, visited, ou
         items = ri[:nr].copy()
         if w > 0:  # the walk's ef best, ranked again on the float vectors
             for r in range(nr):
-                ib = items[r] * s4
-                for line in range(0, row_words, 16):
-                    _prefetch(f32, ib + line)
+                _prefetch_row(f32, items[r] * s4, row_words)
             for r in range(nr):
                 keys[r] = _key(f32, items[r] * s4, v4, norm4, q, f, metric)
         order = np.argsort(keys, kind="mergesort")
