@@ -15,6 +15,8 @@ import numpy as np
 from numba import njit
 
 from backbeat.ann._prefetch import prefetch as _prefetch
+from backbeat.ann._rows import NEAR
+from backbeat.ann._rows import angular_gap as _angular_gap
 from backbeat.ann._rows import finite as _finite
 from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth
@@ -770,6 +772,16 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, qs, visited, ou
                 _prefetch_row(f32, items[r] * s4, row_words)
             for r in range(nr):
                 keys[r] = _key(f32, items[r] * s4, v4, norm4, q, f, metric)
+        if metric == 0:  # from here ranked by 2 - 2 cos; (near) duplicates again, see _rows
+            qn = 0.0
+            for j in range(f):
+                qn += np.float64(q[j]) * np.float64(q[j])
+            qn = np.sqrt(qn)
+            for r in range(nr):
+                gap = 2.0 + 2.0 * np.float64(keys[r]) / qn if qn > 0 else 2.0
+                if gap < NEAR:
+                    gap = _angular_gap(f32, items[r] * s4 + v4, q, f)
+                keys[r] = max(gap, 0.0)
         order = np.argsort(keys, kind="mergesort")
         got = min(k, nr)
         for r in range(got):
@@ -779,17 +791,9 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, qs, visited, ou
             for s in range(got - 1 - r):
                 if out_d[b, s] == out_d[b, s + 1] and out_ids[b, s] > out_ids[b, s + 1]:
                     out_ids[b, s], out_ids[b, s + 1] = out_ids[b, s + 1], out_ids[b, s]
-        qn = 0.0
-        if metric == 0:
-            for j in range(f):
-                qn += np.float64(q[j]) * np.float64(q[j])
-            qn = np.sqrt(qn)
         for r in range(got):  # annoy's reported distance from the ranking key
             key = np.float64(out_d[b, r])
-            if metric == 0:
-                cos = -key / qn if qn > 0 else 0.0
-                out_d[b, r] = np.sqrt(max(2.0 - 2.0 * cos, 0.0))
-            elif metric == 1:
+            if metric == 0 or metric == 1:  # angular's key is 2 - 2 cos by now
                 out_d[b, r] = np.sqrt(max(key, 0.0))
             elif metric == 2:
                 out_d[b, r] = max(key, 0.0)

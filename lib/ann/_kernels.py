@@ -20,6 +20,8 @@ import numpy as np
 from numba import njit
 
 from backbeat.ann._prefetch import prefetch as _prefetch
+from backbeat.ann._rows import NEAR
+from backbeat.ann._rows import angular_gap as _angular_gap
 from backbeat.ann._rows import finite as _finite
 from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth as _kth
@@ -202,6 +204,8 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
                     key = np.float32(2.0 - 2.0 * np.float64(pq) / np.float64(np.sqrt(ppqq)))
                 else:
                     key = np.float32(2.0)
+                if key < NEAR:  # (near) duplicates: again in one summation order, see _rows
+                    key = np.float32(_angular_gap(f32, ib + v4, q, f))
             elif metric == 1:
                 for j in range(f):
                     t = row[j] - q[j]

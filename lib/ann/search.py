@@ -13,6 +13,7 @@ min-margin priority); the items of the reached leaves are re-ranked exactly with
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 
@@ -24,6 +25,24 @@ _U64_MAX = (1 << 64) - 1
 def hamming_bit(words: np.ndarray, bit: int) -> bool:
     """Annoy's hamming margin: bit ``bit`` counted from the most significant end of each word."""
     return bool((int(words[bit // 64]) >> (63 - bit % 64)) & 1)
+
+
+# angular: a candidate whose 2 - 2 cos comes out below this is computed again (``angular_gap``;
+# float32 rounding alone leaves ~1e-7, and this is a distance of ~0.03)
+NEAR = 1e-3
+
+
+def angular_gap(x: np.ndarray, q: np.ndarray) -> float:
+    """``2 - 2 cos`` of ``x`` and ``q`` from exactly rounded sums (``math.fsum`` of the float64
+    products, which float32 inputs make exact). Why: the fast formula divides a float32 dot
+    product by the stored norm, summed in another order (by annoy, or by numpy), so a vector and
+    itself come out ~1e-7 apart, which the square root makes a distance of ~3e-4 where annoy
+    reports 0. Here an item and itself (or a positive multiple) give exactly 0."""
+    x64, q64 = x.astype(np.float64), q.astype(np.float64)
+    pp, qq, pq = math.fsum(x64 * x64), math.fsum(q64 * q64), math.fsum(x64 * q64)
+    if pp <= 0.0 or qq <= 0.0:
+        return 2.0
+    return max(2.0 - 2.0 * pq / math.sqrt(pp * qq), 0.0)
 
 
 def distances(views: NodeViews, q: np.ndarray, ids: np.ndarray, q_norm: float | None = None) -> np.ndarray:
@@ -40,6 +59,8 @@ def distances(views: NodeViews, q: np.ndarray, ids: np.ndarray, q_norm: float | 
         root = np.sqrt(ppqq, dtype=np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             d = np.where(ppqq > 0, 2.0 - 2.0 * pq.astype(np.float64) / root.astype(np.float64), 2.0)
+        for r in np.flatnonzero(d < NEAR):  # (near) duplicates: computed again, see angular_gap
+            d[r] = angular_gap(x[r], q)
         return d.astype(np.float32)
     if metric == "dot":
         return -(x @ q)
