@@ -114,14 +114,16 @@ def info(
 
 @app.command("graph")
 def graph(
-    index: Path = typer.Argument(..., help="An .ann file annoy (or Backbeat without a graph) wrote."),
+    index: Path = typer.Argument(..., help="An .ann file annoy (or Backbeat without a graph, or with an "
+                                 "older version 1 graph) wrote."),
     out: Path = typer.Argument(..., help="The new .ann file: the same trees plus a neighbour graph."),
     f: int = typer.Option(..., "--f", help="Vector dimension the index was built with."),
     metric: str = typer.Option("angular", help=METRIC_HELP),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Threads for the graph build (-1: one per CPU)."),
     seed: int = typer.Option(1, help="Random seed of the graph build."),
 ) -> None:
-    """Add a neighbour graph to an existing index (annoy still reads the new file as before)."""
+    """Add a neighbour graph to an existing index, or rewrite an older (version 1) graph as the
+    current version without building it again (annoy still reads the new file as before)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from backbeat.ann.upgrade import add_graph

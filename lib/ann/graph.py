@@ -127,6 +127,15 @@ def _quantize(xw: np.ndarray) -> tuple[np.ndarray, float]:
     return out, scale
 
 
+def codes_of(x: np.ndarray, present: np.ndarray, metric: str) -> Codes:
+    """The items' codes as ``build_graph_and_codes`` makes them (zero rows for ids never added):
+    what a version 1 region, which kept none, gets when it is rewritten as version 2."""
+    xq, scale = _quantize(_build_space(x[present], metric))
+    codes = np.zeros((x.shape[0], xq.shape[1]), np.int8)
+    codes[present] = xq
+    return Codes(codes, scale)
+
+
 def build_graph(x: np.ndarray, present: np.ndarray, orders: list[np.ndarray], layout: Layout,
                 params: GraphParams = GraphParams(), seed: int = 1,
                 progress: Callable[[str], None] | None = None, n_jobs: int = 1) -> np.ndarray:
@@ -344,6 +353,11 @@ def locate(
             f"graph header at record {h} does not fit the file (items {g_items} vs {n_items}, "
             f"degree {degree}, {m} records)")
     return h - m, m, degree
+
+
+def region_version(raw: np.ndarray, layout: Layout, start: int, records: int) -> int:
+    """The version of the region ``locate`` found at ``(start, records)``."""
+    return int(np.ndarray(3, "<i4", buffer=raw, offset=(start + records) * layout.size)[2]) >> 16
 
 
 def lists(raw: np.ndarray, layout: Layout, start: int, records: int, degree: int, n_items: int,

@@ -113,3 +113,38 @@ def test_cli_adds_a_graph(tmp_path):
     info = json.loads(res.output.strip().splitlines()[-1])
     assert info["graph"]["used"] and info["n_items"] == N
     assert info["bytes"] == dst.stat().st_size
+
+
+@pytest.mark.parametrize("metric", ["angular", "dot"])
+def test_version_1_graphs_are_rewritten_as_version_2_without_a_new_build(tmp_path, monkeypatch, metric):
+    """A file from before region version 2 (an n x R matrix, no codes) gets the same edges packed
+    and the codes made from its vectors: byte for byte the file the current build writes."""
+    x = vectors(metric, N)
+    index = AnnIndex(x.shape[1], metric)
+    index.set_seed(2)
+    index.add_items(x[1:], ids=np.arange(1, N))  # id 0 a hole
+    index.build(5, n_jobs=1)
+    current = tmp_path / "v2.ann"
+    index.save(current)
+    start, records, degree = index._graph
+    s = index.layout.size
+    raw = np.fromfile(current, np.uint8)
+    off, ids, _, _ = G.lists(raw, index.layout, start, records, degree, N, index.f)
+    adj = np.full((N, degree), -1, np.int32)
+    for i in range(N):
+        adj[i, : off[i + 1] - off[i]] = ids[off[i]: off[i + 1]]
+    old = tmp_path / "v1.ann"
+    v1 = G.region_v1(adj, index.layout)
+    np.concatenate([raw[: start * s], v1, raw[(start + records + 1) * s:]]).tofile(old)
+    index.unload()
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the graph was built again")
+
+    monkeypatch.setattr(G, "build_graph_and_codes", no_build)
+    steps: list[str] = []
+    info = add_graph(old, tmp_path / "new.ann", x.shape[1], metric, progress=steps.append)
+    assert (tmp_path / "new.ann").read_bytes() == current.read_bytes()
+    assert info["graph"]["used"] and info["n_items"] == N and any("version 1" in m for m in steps)
+    with pytest.raises(AnnStateError, match="already has a neighbour graph"):
+        add_graph(tmp_path / "new.ann", tmp_path / "again.ann", x.shape[1], metric)
