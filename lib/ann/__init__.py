@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from backbeat.ann.errors import AnnError, AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
+from backbeat.ann.errors import (
+    AnnArgumentError,
+    AnnError,
+    AnnFormatError,
+    AnnIdError,
+    AnnStateError,
+    AnnVectorError,
+)
 
-__all__ = ["AnnError", "AnnFormatError", "AnnIdError", "AnnIndex", "AnnStateError", "AnnVectorError"]
+__all__ = ["AnnArgumentError", "AnnError", "AnnFormatError", "AnnIdError", "AnnIndex", "AnnStateError",
+           "AnnVectorError"]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,3 +23,9 @@ class AnnIdError(AnnError, IndexError):
 
 class AnnStateError(AnnError):
     """The call does not fit the index's state (query before build/load, add after build...)."""
+
+
+class AnnArgumentError(AnnError, ValueError):
+    """A count (``n``, ``k``, ``search_k``) is not an integer or out of its range: annoy takes a
+    negative ``n`` or ``search_k`` below -1 as "everything" through an unsigned cast, or returns
+    nothing; Backbeat says which argument is wrong."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from backbeat.ann import graph as G
-from backbeat.ann.errors import AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
+from backbeat.ann.errors import AnnArgumentError, AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
 from backbeat.ann.layout import DOT_LAYOUTS, METRICS, Layout, layout_for
 from backbeat.ann.nodes import NodeViews, find_roots
 from backbeat.ann.runners import GraphRunner, TreeRunner
@@ -107,6 +107,20 @@ class AnnIndex:
         bits[:, : self.f] = m > 0.5
         shifts = np.arange(64, dtype=np.uint64)
         return (bits.reshape(m.shape[0], words, 64) << shifts).sum(axis=2, dtype=np.uint64)
+
+    @staticmethod
+    def _counts(n: Any, search_k: Any, what: str, least: int = 0) -> tuple[int, int]:
+        """``n`` (at least ``least``) and ``search_k`` (-1: the default, or >= 0) as ints."""
+        for name, v in (("n" if least == 0 else "k", n), ("search_k", search_k)):
+            if not isinstance(v, int | np.integer) or isinstance(v, bool):
+                raise AnnArgumentError(f"{what}: {name} must be an integer, got {v!r}")
+        n, search_k = int(n), int(search_k)
+        if n < least:
+            raise AnnArgumentError(f"{what}: {'n' if least == 0 else 'k'} must be at least {least}, got {n}")
+        if search_k < -1:
+            raise AnnArgumentError(
+                f"{what}: search_k must be -1 (the default: n x trees) or >= 0, got {search_k}")
+        return n, search_k
 
     def _check_id(self, i: Any, what: str, building: bool = False) -> int:
         if not isinstance(i, int | np.integer) or isinstance(i, bool):
@@ -388,6 +402,7 @@ class AnnIndex:
         """The ``n`` nearest items to item ``i`` (annoy's answer when the file has no graph)."""
         views = self._require_built("get_nns_by_item")
         i = self._check_id(i, "get_nns_by_item")
+        n, search_k = self._counts(n, search_k, "get_nns_by_item")
         return self._exact(views, np.asarray(views.v[i]), n, search_k, include_distances)
 
     def get_nns_by_vector(
@@ -397,11 +412,12 @@ class AnnIndex:
         run = getattr(self._local, "runner", None)
         if (run is not None and type(vector) is np.ndarray and vector.dtype is _F32  # the common call:
                 and vector.shape == self._shape and vector.flags.c_contiguous  # nothing to convert
-                and type(n) is int and type(search_k) is int and n > 0):
+                and type(n) is int and type(search_k) is int and n > 0 and search_k >= -1):
             got = run.one(vector, n, search_k, include_distances)
             if got is not None:
                 return got if include_distances else got[0]
         views = self._require_built("get_nns_by_vector")
+        n, search_k = self._counts(n, search_k, "get_nns_by_vector")
         q = self._as_vector(vector, "get_nns_by_vector")
         return self._exact(views, q, n, search_k, include_distances)
 
@@ -544,12 +560,9 @@ class AnnIndex:
         if not np.isfinite(m).all():
             row = int(np.flatnonzero(~np.isfinite(m).all(axis=1))[0])
             raise AnnVectorError(f"query: row {row} holds NaN or infinite values (as float32)")
-        k = int(k)
-        if k < 1:
-            raise AnnVectorError(f"query: k must be positive, got {k}")
-        if not 1 <= votes <= 3:
-            raise AnnVectorError(f"query: votes must be 1, 2 or 3, got {votes}")
-        search_k = int(search_k)
+        k, search_k = self._counts(k, search_k, "query", least=1)
+        if votes not in (1, 2, 3) or isinstance(votes, bool):
+            raise AnnArgumentError(f"query: votes must be 1, 2 or 3, got {votes!r}")
         run = self._runner()
         if votes != 1 and isinstance(run, GraphRunner):  # votes count trees: the tree search
             run = self._tree_runner()

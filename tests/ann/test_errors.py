@@ -6,12 +6,20 @@ import annoy
 import numpy as np
 import pytest
 
-from backbeat.ann import AnnError, AnnFormatError, AnnIdError, AnnIndex, AnnStateError, AnnVectorError
+from backbeat.ann import (
+    AnnArgumentError,
+    AnnError,
+    AnnFormatError,
+    AnnIdError,
+    AnnIndex,
+    AnnStateError,
+    AnnVectorError,
+)
 from backbeat.errors import BackbeatError
 
 
 def test_errors_are_backbeat_errors():
-    for cls in (AnnFormatError, AnnIdError, AnnStateError, AnnVectorError):
+    for cls in (AnnArgumentError, AnnFormatError, AnnIdError, AnnStateError, AnnVectorError):
         assert issubclass(cls, AnnError) and issubclass(cls, BackbeatError)
 
 
@@ -119,3 +127,40 @@ def test_constructor_arguments():
         AnnIndex(3, "cosine")
     with pytest.raises(AnnVectorError, match="positive integer"):
         AnnIndex(0, "angular")
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_counts_out_of_range_or_not_integers(graph):
+    """annoy casts a negative ``n`` or a ``search_k`` below -1 to unsigned and returns every item,
+    and Backbeat returned nothing for them; both now name the argument. ``n = 0`` stays annoy's
+    empty answer."""
+    x = np.random.default_rng(0).standard_normal((2500, 8)).astype(np.float32)
+    a = annoy.AnnoyIndex(8, "euclidean")
+    for i, row in enumerate(x):
+        a.add_item(i, row.tolist())
+    a.build(3)
+    assert len(a.get_nns_by_vector(x[0].tolist(), -1)) == 2500  # what annoy does with n = -1
+    index = AnnIndex(8, "euclidean")
+    index.add_items(x)
+    index.build(3, graph=graph)
+    assert index.has_graph is graph
+    q = x[0]
+    for call in (lambda: index.get_nns_by_vector(q, -1), lambda: index.get_nns_by_item(0, -3)):
+        with pytest.raises(AnnArgumentError, match="n must be at least 0, got -"):
+            call()
+    for call in (lambda: index.get_nns_by_vector(q, 5, search_k=-5),
+                 lambda: index.get_nns_by_item(0, 5, search_k=-2),
+                 lambda: index.query(x[:3], 5, search_k=-7)):
+        with pytest.raises(AnnArgumentError, match="search_k must be -1"):
+            call()
+    for call in (lambda: index.get_nns_by_vector(q, 3.5), lambda: index.get_nns_by_item(0, 5, search_k=10.0),
+                 lambda: index.query(x[:3], "5")):
+        with pytest.raises(AnnArgumentError, match="must be an integer"):
+            call()
+    for k in (0, -1):
+        with pytest.raises(AnnArgumentError, match="k must be at least 1"):
+            index.query(x[:3], k)
+    with pytest.raises(AnnArgumentError, match="votes must be 1, 2 or 3"):
+        index.query(x[:3], 5, votes=4)
+    assert index.get_nns_by_vector(q, 0) == [] == index.get_nns_by_item(0, 0)
+    assert index.get_nns_by_vector(q, np.int64(3), search_k=np.int32(-1))[0] == 0
