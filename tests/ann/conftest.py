@@ -80,3 +80,21 @@ def annoy_files(tmp_path_factory):
         a.save(str(path))
         out[metric] = (path, x, present)
     return out
+
+
+def write_version_1(index: Any, src: Any, dst: Any) -> None:
+    """Write ``dst``: file ``src`` (``index``, built with a graph, serves it) with its graph region
+    in version 1, an n x R matrix with -1 after the last edge and no codes, as Backbeat wrote it
+    before the packed lists: the files older sessions left behind."""
+    from backbeat.ann import graph as G
+
+    start, records, degree = index._graph
+    s = index.layout.size
+    n = index.get_n_items()
+    raw = np.fromfile(src, np.uint8)
+    off, ids, _, _ = G.lists(raw, index.layout, start, records, degree, n, index.f)
+    adj = np.full((n, degree), -1, np.int32)
+    for i in range(n):
+        adj[i, : off[i + 1] - off[i]] = ids[off[i]: off[i + 1]]
+    old = G.region_v1(adj, index.layout)
+    np.concatenate([raw[: start * s], old, raw[(start + records + 1) * s:]]).tofile(dst)

@@ -12,7 +12,7 @@ from backbeat.ann import graph as G
 from backbeat.ann.build import leaf_orders
 from backbeat.ann.errors import AnnFormatError, AnnStateError
 
-from .conftest import brute, in_threads, vectors
+from .conftest import brute, in_threads, vectors, write_version_1
 
 N = 4000
 GRAPH_METRICS = ["angular", "euclidean", "manhattan", "dot"]
@@ -251,16 +251,9 @@ def test_version_1_regions_still_load_and_answer(tmp_path, metric):
     load, and answer from the float vectors alone: same neighbours as the same graph in version 2
     finds at a wide beam."""
     index, gpath = built(metric, True, tmp_path)
-    start, records, degree = index._graph
-    s = index.layout.size
-    raw = np.fromfile(gpath, np.uint8)
-    off, ids, _, _ = G.lists(raw, index.layout, start, records, degree, N, index.f)
-    adj = np.full((N, degree), -1, np.int32)
-    for i in range(N):
-        adj[i, : off[i + 1] - off[i]] = ids[off[i]: off[i + 1]]
-    old = np.concatenate([raw[: start * s], G.region_v1(adj, index.layout), raw[(start + records + 1) * s:]])
+    degree = index._graph[2]
     path = tmp_path / "v1.ann"
-    old.tofile(path)
+    write_version_1(index, gpath, path)
     v1 = AnnIndex(index.f, metric)
     v1.load(path)
     assert v1.has_graph and v1._graph[2] == degree

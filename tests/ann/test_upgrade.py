@@ -14,7 +14,7 @@ from backbeat.ann import graph as G
 from backbeat.ann.errors import AnnFormatError, AnnStateError
 from backbeat.ann.upgrade import add_graph
 
-from .conftest import brute, vectors
+from .conftest import brute, vectors, write_version_1
 
 N = 3000
 
@@ -126,16 +126,8 @@ def test_version_1_graphs_are_rewritten_as_version_2_without_a_new_build(tmp_pat
     index.build(5, n_jobs=1)
     current = tmp_path / "v2.ann"
     index.save(current)
-    start, records, degree = index._graph
-    s = index.layout.size
-    raw = np.fromfile(current, np.uint8)
-    off, ids, _, _ = G.lists(raw, index.layout, start, records, degree, N, index.f)
-    adj = np.full((N, degree), -1, np.int32)
-    for i in range(N):
-        adj[i, : off[i + 1] - off[i]] = ids[off[i]: off[i + 1]]
     old = tmp_path / "v1.ann"
-    v1 = G.region_v1(adj, index.layout)
-    np.concatenate([raw[: start * s], v1, raw[(start + records + 1) * s:]]).tofile(old)
+    write_version_1(index, current, old)
     index.unload()
 
     def no_build(*args, **kwargs):
