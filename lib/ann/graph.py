@@ -128,8 +128,9 @@ def _quantize(xw: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def codes_of(x: np.ndarray, present: np.ndarray, metric: str) -> Codes:
-    """The items' codes as ``build_graph_and_codes`` makes them (zero rows for ids never added):
-    what a version 1 region, which kept none, gets when it is rewritten as version 2."""
+    """The items' int8 codes in the graph's distance space (user id order, zero rows for ids never
+    added): what ``build_graph_and_codes`` builds on and stores, and what a version 1 region, which
+    kept none, gets when it is rewritten as version 2."""
     xq, scale = _quantize(_build_space(x[present], metric))
     codes = np.zeros((x.shape[0], xq.shape[1]), np.int8)
     codes[present] = xq
@@ -166,22 +167,21 @@ def build_graph_and_codes(
     n = int(np.count_nonzero(present))
     R, L = params.degree, max(params.candidates, params.degree)
     adj_user = np.full((n_items, R), -1, np.int32)
+    codes = codes_of(x, present, layout.metric)
     if n < 2:
-        xq0, scale0 = _quantize(_build_space(x, layout.metric))
-        return adj_user, Codes(np.where(present[:, None], xq0, 0).astype(np.int8), scale0)
+        return adj_user, codes
     orders = np.stack([np.asarray(o, np.int64) for o in orders[: max(1, params.init_trees)]])
     if orders.shape[1] != n:
         raise ValueError(f"leaf orders hold {orders.shape[1]} items, expected {n}")
     perm = orders[0]
     inv = np.full(n_items, -1, np.int64)
     inv[perm] = np.arange(n)
-    xw = _build_space(x[perm], layout.metric)
-    xq, scale = _quantize(xw)
+    xq = hp.copy(codes.codes[perm])  # rows in leaf order; every stage reads them at random
     orders_p = np.ascontiguousarray(inv[orders])
     l1 = layout.metric == "manhattan"
+    used = x.shape[1] + (layout.metric == "dot")  # _build_space's columns, before the padding
     # float copies of the codes (without the padding) for BLAS: exact, the products are integers
-    xf = np.zeros((1, 1), np.float32) if l1 else hp.copy(xq[:, : xw.shape[1]].astype(np.float32))
-    del xw
+    xf = np.zeros((1, 1), np.float32) if l1 else hp.copy(xq[:, :used].astype(np.float32))
     sq = np.einsum("ij,ij->i", xf, xf).astype(np.int32) if not l1 else np.zeros(n, np.int32)
     ids = hp.full((n, L), -1, np.int32)
     big = np.iinfo(np.int32).max
@@ -231,9 +231,7 @@ def build_graph_and_codes(
         progress("graph: pruning")
     adj = _prune_graph(gk, xq, ids, ds, params, l1, jobs)
     adj_user[perm] = np.where(adj >= 0, perm[np.maximum(adj, 0)], -1)
-    codes_user = np.zeros((n_items, xq.shape[1]), np.int8)
-    codes_user[perm] = xq
-    return adj_user, Codes(codes_user, scale)
+    return adj_user, codes
 
 
 def _prune_graph(gk: Any, xq: np.ndarray, ids: np.ndarray, ds: np.ndarray, params: GraphParams,
