@@ -105,9 +105,11 @@ def timed_single(fn: Any, q: np.ndarray, truth: np.ndarray, budget_s: float) -> 
     """QPS and recall answering one query at a time: the best of ``PASSES`` passes. A pass answers
     the queries in order, cycling through them again until it has lasted ``MIN_PASS_S`` (small
     datasets: a pass over 200 queries of 15 us would last 3 ms, shorter than this VM's hiccups),
-    and stops after its share of the budget once it answered 100. This VM's speed drifts by up to
-    30 % within seconds; the best pass is the least disturbed one, for every method alike. Recall
-    is that of the first answer to each query of the first pass."""
+    and stops after its share of the budget once it answered 100 (the first pass: every query, so
+    that every method's recall is over all the queries; before, a slow method's recall was over
+    the prefix it reached). This VM's speed drifts by up to 30 % within seconds; the best pass is
+    the least disturbed one, for every method alike. Recall is that of the first answer to each
+    query, from the first pass."""
     best_qps, rec = 0.0, 0.0
     n_q = q.shape[0]
     for p in range(PASSES):
@@ -120,7 +122,7 @@ def timed_single(fn: Any, q: np.ndarray, truth: np.ndarray, budget_s: float) -> 
                 found.append(got)
             done += 1
             elapsed = time.perf_counter() - start
-            if done >= 100 and elapsed > budget_s / PASSES:
+            if done >= (n_q if p == 0 else 100) and elapsed > budget_s / PASSES:
                 break
             if done >= n_q and elapsed >= MIN_PASS_S:
                 break
