@@ -52,6 +52,9 @@ def add_graph(
     try:
         layout = index.layout
         found = index._graph
+        raw = np.fromfile(src_p, np.uint8)
+        if found is not None and G.region_version(raw, layout, found[0], found[1]) != 1:
+            raise AnnStateError(f"ann graph: {src_p} already has a neighbour graph")
         if not G.supported(layout):
             raise AnnStateError(f"ann graph: no neighbour graph for metric {metric!r} with f={f}")
         views = index._views
@@ -63,13 +66,10 @@ def add_graph(
         x = np.zeros((n_items, f), np.float32)
         x[present] = np.asarray(views.v[:n_items])[present]
         n_roots = index.get_n_trees()
-        raw = np.fromfile(src_p, np.uint8)
     finally:
         index.unload()
     if found is not None:
         start, records, degree = found
-        if G.region_version(raw, layout, start, records) != 1:
-            raise AnnStateError(f"ann graph: {src_p} already has a neighbour graph")
         if progress:
             progress("graph: version 1 region rewritten as version 2 (same edges, codes added)")
         _, ids, _, _ = G.lists(raw, layout, start, records, degree, n_items, f)
