@@ -111,12 +111,13 @@ class AnnIndex:
     @staticmethod
     def _counts(n: Any, search_k: Any, what: str, least: int = 0) -> tuple[int, int]:
         """``n`` (at least ``least``) and ``search_k`` (-1: the default, or >= 0) as ints."""
-        for name, v in (("n" if least == 0 else "k", n), ("search_k", search_k)):
+        count = "n" if least == 0 else "k"
+        for name, v in ((count, n), ("search_k", search_k)):
             if not isinstance(v, int | np.integer) or isinstance(v, bool):
                 raise AnnArgumentError(f"{what}: {name} must be an integer, got {v!r}")
         n, search_k = int(n), int(search_k)
         if n < least:
-            raise AnnArgumentError(f"{what}: {'n' if least == 0 else 'k'} must be at least {least}, got {n}")
+            raise AnnArgumentError(f"{what}: {count} must be at least {least}, got {n}")
         if search_k < -1:
             raise AnnArgumentError(
                 f"{what}: search_k must be -1 (the default: n x trees) or >= 0, got {search_k}")
@@ -423,8 +424,7 @@ class AnnIndex:
 
     def _exact(self, views: NodeViews, q: np.ndarray, n: int, search_k: int, include_distances: bool) -> Any:
         """Annoy's search (or the graph's): compiled when numba is there, else the reference
-        Python replay."""
-        n, search_k = int(n), int(search_k)
+        Python replay. ``n`` and ``search_k`` are ints already (``_counts``)."""
         run = self._runner() if n > 0 else None
         if run is not None:
             got = run.one(q, n, search_k)
