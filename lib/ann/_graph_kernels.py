@@ -356,11 +356,11 @@ def prune(xq, ids, ds, R, alpha, l1, hops, adj, lo, hi):  # pragma: no cover - c
 
 
 @njit(cache=True, nogil=True)
-def incoming(fwd):  # pragma: no cover - compiled
-    """Who points at each item: ``(start, sources)``, sources of ``j`` in
-    ``sources[start[j]:start[j + 1]]`` in ascending order."""
+def incoming(fwd, start, sources):  # pragma: no cover - compiled
+    """Who points at each item, into ``start`` (n + 1) and ``sources`` (room for every edge):
+    the sources of ``j`` are ``sources[start[j]:start[j + 1]]``, in ascending order."""
     n, R = fwd.shape
-    start = np.zeros(n + 1, np.int64)
+    start[:] = 0
     for i in range(n):
         for t in range(R):
             j = fwd[i, t]
@@ -369,7 +369,6 @@ def incoming(fwd):  # pragma: no cover - compiled
             start[j + 1] += 1
     for i in range(n):
         start[i + 1] += start[i]
-    sources = np.empty(start[n], np.int32)
     pos = start[:n].copy()
     for i in range(n):
         for t in range(R):
@@ -378,7 +377,6 @@ def incoming(fwd):  # pragma: no cover - compiled
                 break
             sources[pos[j]] = i
             pos[j] += 1
-    return start, sources
 
 
 @njit(cache=True, nogil=True)
