@@ -814,8 +814,11 @@ def grow(xs, xb, ids, K, root_nd, hamming, nbits, cosine, balance, n_quant, bloc
     for p in range(n_rows):  # positions outside blocks: rows (and ids) were moved into place
         if order[p] < 0:
             order[p] = ids[p]
-    if 2 * n < cap:  # grown for the worst case (a block reserves 2 m nodes): keep only what is used,
-        # or every tree of a small index holds ~1 MB of fresh, faulting memory until the file is written
+    # the buffers were sized for the worst case (a leaf block reserves 2 nodes a row): keep only
+    # the rows used. Every tree is kept until the file is written, and its buffers' unused rows are
+    # zeroed pages: ~1 MB a tree on a 1,600-item index (10 trees: ~2x annoy's build time in a fresh
+    # process), ~45 % of them on GloVe-50 (50 trees: 170 MB, ~0.9 s); the copies reuse freed memory
+    if n < cap:
         return nodes[:n].copy(), planes[:n].copy(), offs[:n].copy(), order
     return nodes[:n], planes[:n], offs[:n], order
 
