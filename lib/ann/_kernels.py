@@ -755,22 +755,18 @@ def grow(xs, xb, ids, K, root_nd, hamming, nbits, cosine, balance, n_quant, bloc
         nodes[0, 2] = n_rows
         return nodes[:1], planes[:1], offs[:1], ids.copy()
     block = max(block, n_quant)
-    # the per-segment scratch holds at most min(block, n_rows) rows: on a small index that is all it
-    # gets (the cuts are the same: every segment still fits ``vp``), and fresh memory is not free
-    # (each new page faults; ~0.4 MB a tree on a 1,600-item index was a third of its build time)
-    span = max(min(block, n_rows), 1)
     scratch = np.zeros((6, f), np.float32)
     smp = np.empty((n_sample, f), np.float32)
-    vp = np.empty(span, np.float64)
-    vq = np.empty(span, np.float64)
+    vp = np.empty(block, np.float64)
+    vq = np.empty(block, np.float64)
     tmp = np.empty(n_quant, np.float64)
-    tmpb = np.empty(span, np.float64)
-    mid = np.empty(max(span, 128), np.float64)  # _cut_some samples 128 values into it
-    qb = np.empty(span, np.float64)
-    perm = np.empty(span, np.int64)
+    tmpb = np.empty(block, np.float64)
+    mid = np.empty(block, np.float64)
+    qb = np.empty(block, np.float64)
+    perm = np.empty(block, np.int64)
     order = np.full(n_rows, -1, np.int64)
     stack = np.empty((n_rows + 1, 3), np.int64)
-    stack2 = np.empty((span + 1, 3), np.int64)
+    stack2 = np.empty((block + 1, 3), np.int64)
     stack[0, 0] = 0
     stack[0, 1] = n_rows
     stack[0, 2] = 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import annoy
 import numpy as np
 import pytest
@@ -122,7 +125,7 @@ def test_n_trees_minus_one_and_progress():
 
 
 _FAULTS_SCRIPT = """
-import resource, sys
+import resource
 import numpy as np
 from backbeat.ann import AnnIndex
 x = np.random.default_rng(0).standard_normal((1600, 64)).astype(np.float32)
@@ -143,9 +146,6 @@ def test_small_index_trees_keep_no_worst_case_buffers():
     reserves 2 nodes per row: ~1 MB at 1,600 x 64); the finished tree keeps only what it uses. Before,
     every tree of a small index held its worst-case buffers until the file was written: 50 trees
     touched ~11,000 fresh pages (~2x annoy's build time in a fresh process), now a few hundred."""
-    import subprocess
-    import sys
-
     got = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True)
     faults = int(got.stdout.strip().splitlines()[-1])
     assert faults < 3_000, f"building 50 trees over 1,600 items touched {faults} fresh pages"
