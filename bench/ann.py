@@ -262,12 +262,17 @@ def run_hnswlib(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str,
 
 def knobs_for(trees: int, n: int) -> list[int]:
     """annoy's (and Backbeat's tree-only) ``search_k`` grid: dense where a large index crosses recall
-    0.90 and 0.99, and on a small index (below 10,000 items) dense below 1,000 too, where it does."""
+    0.90 and 0.99, and on a small index (below 10,000 items) dense below 1,000 too, where it does,
+    plus ``trees x n``, every leaf slot: from there annoy collects every item (the exact answer, the
+    top of the curve; Backbeat scores the items in file order instead of walking the trees)."""
     base = [100, 300, 1000, 3000, 6000, 10000, 12000, 15000, 20000, 30000, 40000, 50000, 60000, 80000,
             160000, 320000]
     if n < 10_000:
         base = sorted({*base, 150, 200, 250, 400, 500, 600, 700, 800})
-    return [k for k in base if k >= trees * K and k <= max(4 * n, 1000)]
+    knobs = [k for k in base if k >= trees * K and k <= max(4 * n, 1000)]
+    if n < 10_000 and (not knobs or trees * n > knobs[-1]):
+        knobs.append(trees * n)
+    return knobs
 
 
 def run_annoy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,

@@ -43,15 +43,112 @@ def _prefetch_record(f32, start, size):  # pragma: no cover - compiled
     _prefetch(f32, start + size - 1)
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
+def _key(f32, ib, v4, q, qq, f, metric):  # pragma: no cover - compiled
+    """The sort key of the item whose record starts at word ``ib``: annoy's distance before its
+    normalisation (squared for euclidean and angular, negated for dot)."""
+    row = f32[ib + v4:ib + v4 + f]  # a C-contiguous slice: the loop vectorises
+    key = np.float32(0.0)
+    if metric == 0:
+        pq = np.float32(0.0)
+        pp = f32[ib + 1]
+        for j in range(f):
+            pq += row[j] * q[j]
+        if pp == 0:
+            for j in range(f):
+                pp += row[j] * row[j]
+        ppqq = np.float32(pp * qq)  # annoy's formula, for annoy's exact ordering
+        if ppqq > 0:
+            key = np.float32(2.0 - 2.0 * np.float64(pq) / np.float64(np.sqrt(ppqq)))
+        else:
+            key = np.float32(2.0)
+        if key < NEAR:  # (near) duplicates: again in one summation order, see _rows
+            key = np.float32(_angular_gap(f32, ib + v4, q, f))
+    elif metric == 1:
+        for j in range(f):
+            t = row[j] - q[j]
+            key += t * t
+    elif metric == 2:
+        for j in range(f):
+            key += abs(row[j] - q[j])
+    else:
+        for j in range(f):
+            key -= row[j] * q[j]
+    return key
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep(best_k, best_i, nb, k, key, item):  # pragma: no cover - compiled
+    """Offer ``(key, item)`` to the ``nb`` best so far (ordered by key, then id, as annoy's final
+    sort); returns the new count."""
+    if nb < k:
+        pos = nb
+        nb += 1
+    elif key < best_k[k - 1] or (key == best_k[k - 1] and item < best_i[k - 1]):
+        pos = k - 1
+    else:
+        return nb
+    while pos > 0 and (best_k[pos - 1] > key or (best_k[pos - 1] == key and best_i[pos - 1] > item)):
+        best_k[pos] = best_k[pos - 1]
+        best_i[pos] = best_i[pos - 1]
+        pos -= 1
+    best_k[pos] = key
+    best_i[pos] = item
+    return nb
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric):  # pragma: no cover - compiled
+    """Output row ``b``: the ids and annoy's normalised distances, padded past the last answer."""
+    for r in range(nb):
+        out_ids[b, r] = best_i[r]
+        key = best_k[r]
+        if metric == 0 or metric == 1:
+            out_d[b, r] = np.sqrt(key) if key > 0 else 0.0
+        elif metric == 2:
+            out_d[b, r] = key if key > 0 else 0.0
+        else:
+            out_d[b, r] = -key
+    _pad(out_ids, out_d, b, nb, k)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _score(f32, cand, nc, s4, v4, q, qq, f, metric, keys):  # pragma: no cover - compiled
+    """The keys of candidates ``cand[:nc]``, each record asked for ``AHEAD`` candidates early."""
+    for c in range(min(AHEAD, nc)):
+        _prefetch_record(f32, cand[c] * s4, s4)
+    for c in range(nc):
+        if c + AHEAD < nc:
+            _prefetch_record(f32, cand[c + AHEAD] * s4, s4)
+        keys[c] = _key(f32, cand[c] * s4, v4, q, qq, f, metric)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scan(i32, f32, n_items, check, s4, v4, q, qq, f, metric, best_k, best_i, k):  # pragma: no cover
+    """The ``k`` best of every item, in file order (holes skipped when ``check``); their count."""
+    nb = 0
+    for item in range(n_items):
+        if check and i32[item * s4] != 1:
+            continue  # a hole: in no tree
+        nb = _keep(best_k, best_i, nb, k, _key(f32, item * s4, v4, q, qq, f, metric), item)
+    return nb
+
+
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cover - compiled
     """Annoy's search for every row of ``qs``; returns the first row holding NaN or inf (its
     output is left empty), or -1. ``seen`` holds per item a 14-bit query stamp and a 2-bit vote
-    count; the last stamp used is kept in ``params[13]``, so the caller only sets up once."""
+    count; the last stamp used is kept in ``params[13]``, so the caller only sets up once.
+
+    When ``search_k`` reaches ``params[15]`` (every leaf slot of every tree: trees x items), annoy
+    collects every item and its answer is the exact one; the kernel then skips the trees and
+    scores the items in file order (sequential reads, no heap, no duplicates), the same keys in
+    the same top-k: the same answer, an order of magnitude sooner on a small index."""
     # few arguments: numba's per-call dispatch cost grows with their number
     s4, ch4, v4, a4, df4 = params[0], params[1], params[2], params[3], params[4]
     dfsq, K, n_items, metric, f = params[5] != 0, params[6], params[7], params[8], params[9]
     k, search_k, check, stamp, votes = params[10], params[11], params[12] != 0, params[13], params[14]
+    exhaustive = search_k >= params[15] and votes <= roots.shape[0]
     cap = max(256, 2 * roots.shape[0] + 2)  # the roots all go in first
     hp = np.empty(cap, np.float32)
     hn = np.empty(cap, np.int64)
@@ -75,6 +172,17 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
         qq = np.float32(0.0)
         for j in range(f):
             qq += q[j] * q[j]
+        if exhaustive:  # one loop per metric, as for the candidates below
+            if metric == 0:
+                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 0, best_k, best_i, k)
+            elif metric == 1:
+                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 1, best_k, best_i, k)
+            elif metric == 2:
+                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 2, best_k, best_i, k)
+            else:
+                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 3, best_k, best_i, k)
+            _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
+            continue
         # heap of roots, priority +inf
         size = 0
         for r in range(n_roots):
@@ -183,66 +291,17 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
                 nc += 1
         if keys.shape[0] < nc:
             keys = np.empty(ccap, np.float32)
-        for c in range(min(AHEAD, nc)):
-            _prefetch_record(f32, cand[c] * s4, s4)
+        if metric == 0:  # one loop per metric, each compiled with its metric a constant: with the
+            _score(f32, cand, nc, s4, v4, q, qq, f, 0, keys)  # metric a variable the distance loops
+        elif metric == 1:  # did not vectorise (3x slower)
+            _score(f32, cand, nc, s4, v4, q, qq, f, 1, keys)
+        elif metric == 2:
+            _score(f32, cand, nc, s4, v4, q, qq, f, 2, keys)
+        else:
+            _score(f32, cand, nc, s4, v4, q, qq, f, 3, keys)
         for c in range(nc):
-            if c + AHEAD < nc:
-                _prefetch_record(f32, cand[c + AHEAD] * s4, s4)
-            ib = cand[c] * s4
-            row = f32[ib + v4:ib + v4 + f]
-            key = np.float32(0.0)
-            if metric == 0:
-                pq = np.float32(0.0)
-                pp = f32[ib + 1]
-                for j in range(f):
-                    pq += row[j] * q[j]
-                if pp == 0:
-                    for j in range(f):
-                        pp += row[j] * row[j]
-                ppqq = np.float32(pp * qq)  # annoy's formula, for annoy's exact ordering
-                if ppqq > 0:
-                    key = np.float32(2.0 - 2.0 * np.float64(pq) / np.float64(np.sqrt(ppqq)))
-                else:
-                    key = np.float32(2.0)
-                if key < NEAR:  # (near) duplicates: again in one summation order, see _rows
-                    key = np.float32(_angular_gap(f32, ib + v4, q, f))
-            elif metric == 1:
-                for j in range(f):
-                    t = row[j] - q[j]
-                    key += t * t
-            elif metric == 2:
-                for j in range(f):
-                    key += abs(row[j] - q[j])
-            else:
-                for j in range(f):
-                    key -= row[j] * q[j]
-            keys[c] = key
-        for c in range(nc):
-            key = keys[c]
-            item = cand[c]
-            if nb < k:
-                pos = nb
-                nb += 1
-            elif key < best_k[k - 1] or (key == best_k[k - 1] and item < best_i[k - 1]):
-                pos = k - 1
-            else:
-                continue
-            while pos > 0 and (best_k[pos - 1] > key or (best_k[pos - 1] == key and best_i[pos - 1] > item)):
-                best_k[pos] = best_k[pos - 1]
-                best_i[pos] = best_i[pos - 1]
-                pos -= 1
-            best_k[pos] = key
-            best_i[pos] = item
-        for r in range(nb):
-            out_ids[b, r] = best_i[r]
-            key = best_k[r]
-            if metric == 0 or metric == 1:
-                out_d[b, r] = np.sqrt(key) if key > 0 else 0.0
-            elif metric == 2:
-                out_d[b, r] = key if key > 0 else 0.0
-            else:
-                out_d[b, r] = -key
-        _pad(out_ids, out_d, b, nb, k)
+            nb = _keep(best_k, best_i, nb, k, keys[c], cand[c])
+        _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
     params[13] = stamp  # the next call goes on from here
     return bad
 

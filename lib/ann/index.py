@@ -477,7 +477,8 @@ class AnnIndex:
             leaves = tree[(tree >= 1) & (tree <= views.K)]
             mean_leaf = float(leaves.mean()) if leaves.size else 1.0
             self._fast = {"holes": holes, "mean_leaf": max(mean_leaf, 1.0),
-                          "roots": np.asarray(self._roots, dtype=np.int64)}
+                          "roots": np.asarray(self._roots, dtype=np.int64),
+                          "present": int(np.count_nonzero(item_nd == 1))}
         return self._fast
 
     def _compiled(self) -> dict[str, Any] | None:
@@ -505,6 +506,8 @@ class AnnIndex:
                 lay.dot_layout == "v1", lay.K, self._n_items,
                 {"angular": 0, "euclidean": 1, "manhattan": 2, "dot": 3}[self.metric], self.f,
                 0, 0, 0, 0, 1,
+                # search_k from which annoy collects every leaf slot (trees x items): exact answer
+                max(len(self._roots) * st["present"], 1),
             ], dtype=np.int64)
         return st if st["kernel"] is not None else None
 

@@ -41,6 +41,33 @@ def test_batched_query_recall_against_brute_force(metric, tmp_path):
     assert one_ids[0].tolist() == ids[3].tolist()
 
 
+@pytest.mark.parametrize("metric", ["angular", "euclidean", "manhattan", "dot"])
+def test_search_k_covering_every_leaf_slot_gives_the_exact_answer(metric):
+    """From ``search_k = trees x items`` annoy collects every item, so its answer is exact; the
+    kernel then scores the items in file order instead of walking the trees: the exact top k (and
+    annoy's distances, the same as one slot below, where the trees are still walked)."""
+    x = vectors(metric, 1200, seed=41)
+    present = np.arange(1200) % 9 != 4
+    idx = AnnIndex(dim(metric), metric)
+    idx.set_seed(5)
+    idx.add_items(x[present], ids=np.flatnonzero(present))
+    idx.build(6, graph=False)
+    every_slot = 6 * int(present.sum())
+    q = vectors(metric, 25, seed=42)
+    truth = np.stack([brute(metric, x, present, row, 10) for row in q])
+    exact = 0
+    for row, want in zip(q, truth, strict=True):
+        ids, dist = idx.get_nns_by_vector(row, 10, search_k=every_slot, include_distances=True)
+        walked = idx.get_nns_by_vector(row, 10, search_k=every_slot - 1, include_distances=True)
+        assert ids == walked[0] and dist == pytest.approx(walked[1], rel=1e-6, abs=1e-6)
+        assert not set(ids) & set(np.flatnonzero(~present).tolist())
+        exact += ids == want.tolist()
+    assert exact >= 24  # brute force's float64 may order a near tie the other way
+    for votes in (1, 3):
+        ids, _ = idx.query(q, 10, search_k=every_slot, votes=votes)
+        assert ids.tolist() == [idx.get_nns_by_vector(row, 10, search_k=every_slot) for row in q]
+
+
 def test_more_candidates_more_recall(annoy_files):
     path, x, present = annoy_files["euclidean"]
     idx = AnnIndex(16, "euclidean")
