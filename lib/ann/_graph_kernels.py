@@ -621,11 +621,13 @@ def _offer(rd, ri, nr, ef, cd, ci, nc, key, item):  # pragma: no cover - compile
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, qs, visited, out_ids,
-           out_d):  # pragma: no cover - compiled
+def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, flat_qs, visited, flat_ids,
+           flat_d):  # pragma: no cover - compiled
     """Beam search (width ``ef``) over the graph (item i's edges: ``nbr_ids[off[i]:off[i+1]]``, up
     to a -1; at most ``params[15]``) for every row of ``qs``, entered at the ``seed_k`` items of
-    the leaves the trees rank first. With ``codes`` (n_items x w int8, w > 0) the walk ranks by
+    the leaves the trees rank first (``flat_qs``: the rows of an n x f matrix one after the other,
+    the answers likewise in ``flat_ids``/``flat_d``, n x k: one-dimensional arguments cost numba
+    less to pass). With ``codes`` (n_items x w int8, w > 0) the walk ranks by
     them and the ``ef`` items it kept are ranked again on the float vectors; without (w = 0) by
     the float vectors throughout. ``out_d`` gets annoy's distances. Returns the first row holding
     NaN or inf (its output is left empty), or -1; the last visited stamp is kept in
@@ -634,6 +636,9 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, qs, visited, ou
     K, n_items, metric, f = params[5], params[6], params[7], params[8]
     k, ef, seed_k, stamp = params[9], params[10], params[11], params[12]
     df4, dfsq = params[13], params[14] != 0
+    qs = flat_qs.reshape(flat_qs.shape[0] // f, f)
+    out_ids = flat_ids.reshape(qs.shape[0], k)
+    out_d = flat_d.reshape(qs.shape[0], k)
     w = codes.shape[1]
     # the walk keeps the ef best by the codes; with a narrow beam keep a few more, so that the
     # float ranking at the end can correct the codes' rounding among them

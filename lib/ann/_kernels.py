@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backbeat.ann._order import pack as _pack
+from backbeat.ann._order import unpack as _unpack
 from backbeat.ann._prefetch import prefetch as _prefetch
 from backbeat.ann._rows import NEAR
 from backbeat.ann._rows import angular_gap as _angular_gap
@@ -27,11 +29,6 @@ from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth as _kth
 
 AHEAD = 8  # distance pass: prefetch the record of the candidate this many places ahead
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _above(p1: float, n1: int, p2: float, n2: int) -> bool:
-    return p1 > p2 or (p1 == p2 and n1 > n2)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -113,6 +110,34 @@ def _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _push(hk, size, key):  # pragma: no cover - compiled
+    """Add ``key`` to the max-heap ``hk[:size]`` (room for it is there); the new size."""
+    pos = size
+    while pos > 0 and hk[(pos - 1) >> 1] < key:
+        hk[pos] = hk[(pos - 1) >> 1]
+        pos = (pos - 1) >> 1
+    hk[pos] = key
+    return size + 1
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
+def _margin(i32, f32, base, v4, a4, df4, dfsq, q, f):  # pragma: no cover - compiled
+    """Annoy's margin of the split at word ``base``: its plane's dot product with the query, plus
+    the offset (euclidean, manhattan) or, for dot files of annoy <= 1.17.3, the split's
+    ``dot_factor`` squared."""
+    row = f32[base + v4:base + v4 + f]  # a C-contiguous slice: the loop vectorises
+    m = np.float32(0.0)
+    for j in range(f):
+        m += row[j] * q[j]
+    if a4 >= 0:
+        m = f32[base + a4] + m
+    if dfsq:
+        dfv = f32[base + df4]
+        m = m + dfv * dfv
+    return m
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _score(f32, cand, nc, s4, v4, q, qq, f, metric, keys):  # pragma: no cover - compiled
     """The keys of candidates ``cand[:nc]``, each record asked for ``AHEAD`` candidates early."""
     for c in range(min(AHEAD, nc)):
@@ -135,23 +160,28 @@ def _scan(i32, f32, n_items, check, s4, v4, q, qq, f, metric, best_k, best_i, k)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cover - compiled
-    """Annoy's search for every row of ``qs``; returns the first row holding NaN or inf (its
-    output is left empty), or -1. ``seen`` holds per item a 14-bit query stamp and a 2-bit vote
-    count; the last stamp used is kept in ``params[13]``, so the caller only sets up once.
+def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma: no cover - compiled
+    """Annoy's search for every query (``flat_qs``: the rows of an n x f matrix, one after the
+    other; the answers go to ``flat_ids``/``flat_d``, n x k, likewise); returns the first row
+    holding NaN or inf (its output is left empty), or -1. ``roots`` are in descending id order, the
+    order annoy pops them. ``seen`` holds per item a 14-bit query stamp and a 2-bit vote count; the
+    last stamp used is kept in ``params[13]``, so the caller only sets up once.
 
     When ``search_k`` reaches ``params[15]`` (every leaf slot of every tree: trees x items), annoy
     collects every item and its answer is the exact one; the kernel then skips the trees and
     scores the items in file order (sequential reads, no heap, no duplicates), the same keys in
     the same top-k: the same answer, an order of magnitude sooner on a small index."""
-    # few arguments: numba's per-call dispatch cost grows with their number
+    # few arguments, and one-dimensional ones: numba's per-call dispatch cost grows with their
+    # number and dimensions (a 2-D argument costs ~0.08 us more to pass)
     s4, ch4, v4, a4, df4 = params[0], params[1], params[2], params[3], params[4]
     dfsq, K, n_items, metric, f = params[5] != 0, params[6], params[7], params[8], params[9]
     k, search_k, check, stamp, votes = params[10], params[11], params[12] != 0, params[13], params[14]
     exhaustive = search_k >= params[15] and votes <= roots.shape[0]
+    qs = flat_qs.reshape(flat_qs.shape[0] // f, f)
+    out_ids = flat_ids.reshape(qs.shape[0], k)
+    out_d = flat_d.reshape(qs.shape[0], k)
     cap = max(256, 2 * roots.shape[0] + 2)  # the roots all go in first
-    hp = np.empty(cap, np.float32)
-    hn = np.empty(cap, np.int64)
+    hk = np.empty(cap, np.uint64)  # annoy's max-heap of (priority, node), one key each: _order
     best_k = np.empty(k, np.float32)
     best_i = np.empty(k, np.int64)
     n_roots = roots.shape[0]
@@ -183,82 +213,54 @@ def search(i32, f32, roots, params, qs, seen, out_ids, out_d):  # pragma: no cov
                 nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 3, best_k, best_i, k)
             _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
             continue
-        # heap of roots, priority +inf
+        # annoy gives the roots priority +inf: it pops every one (larger id first) before any
+        # other node. Expanding them here in that order saves their trips through the heap; a root
+        # that is a leaf (an index of at most K items) goes in at +inf and is popped first below
+        # (only expansions happen in between, and they collect nothing: the same candidates)
         size = 0
-        for r in range(n_roots):
-            node = roots[r]
-            pos = size
-            size += 1
-            hp[pos] = np.inf
-            hn[pos] = node
-            while pos > 0:
-                parent = (pos - 1) >> 1
-                if _above(hp[pos], hn[pos], hp[parent], hn[parent]):
-                    hp[pos], hp[parent] = hp[parent], hp[pos]
-                    hn[pos], hn[parent] = hn[parent], hn[pos]
-                    pos = parent
-                else:
-                    break
         nb = 0
         nc = 0
         collected = 0
+        for r in range(n_roots):
+            i = roots[r]
+            base = i * s4
+            if i32[base] <= K:
+                size = _push(hk, size, _pack(np.inf, i))
+                continue
+            m = _margin(i32, f32, base, v4, a4, df4, dfsq, q, f)
+            size = _push(hk, size, _pack(-m, i32[base + ch4]))
+            size = _push(hk, size, _pack(m, i32[base + ch4 + 1]))
         while collected < search_k and size > 0:
-            d = hp[0]
-            i = hn[0]
+            d, i = _unpack(hk[0])
             size -= 1
-            if size > 0:  # move the last entry to the top and sift down
-                hp[0] = hp[size]
-                hn[0] = hn[size]
+            if size > 0:  # the last entry sifts down from the top
+                key = hk[size]
                 pos = 0
                 while True:
-                    left = 2 * pos + 1
-                    if left >= size:
+                    c = 2 * pos + 1
+                    if c >= size:
                         break
-                    top = left
-                    right = left + 1
-                    if right < size and _above(hp[right], hn[right], hp[left], hn[left]):
-                        top = right
-                    if _above(hp[top], hn[top], hp[pos], hn[pos]):
-                        hp[pos], hp[top] = hp[top], hp[pos]
-                        hn[pos], hn[top] = hn[top], hn[pos]
-                        pos = top
+                    if c + 1 < size and hk[c + 1] > hk[c]:
+                        c += 1
+                    if hk[c] > key:
+                        hk[pos] = hk[c]
+                        pos = c
                     else:
                         break
+                hk[pos] = key
             base = i * s4
             nd = i32[base]
             if nd > K:
-                row = f32[base + v4:base + v4 + f]  # a C-contiguous slice: the loop vectorises
-                m = np.float32(0.0)
-                for j in range(f):
-                    m += row[j] * q[j]
-                if a4 >= 0:
-                    m = f32[base + a4] + m
-                if dfsq:
-                    dfv = f32[base + df4]
-                    m = m + dfv * dfv
+                m = _margin(i32, f32, base, v4, a4, df4, dfsq, q, f)
                 if size + 2 > cap:
                     cap *= 2
-                    hp2 = np.empty(cap, np.float32)
-                    hn2 = np.empty(cap, np.int64)
-                    hp2[:size] = hp[:size]
-                    hn2[:size] = hn[:size]
-                    hp, hn = hp2, hn2
+                    hk2 = np.empty(cap, np.uint64)
+                    hk2[:size] = hk[:size]
+                    hk = hk2
                 for side in range(2):
                     child = i32[base + ch4 + side]
                     _prefetch(i32, np.int64(child) * s4)  # it is likely the next record read
-                    pr = min(d, m) if side == 1 else min(d, -m)
-                    pos = size
-                    size += 1
-                    hp[pos] = pr
-                    hn[pos] = child
-                    while pos > 0:
-                        parent = (pos - 1) >> 1
-                        if _above(hp[pos], hn[pos], hp[parent], hn[parent]):
-                            hp[pos], hp[parent] = hp[parent], hp[pos]
-                            hn[pos], hn[parent] = hn[parent], hn[pos]
-                            pos = parent
-                        else:
-                            break
+                    size = _push(hk, size, _pack(min(d, m) if side == 1 else min(d, -m), child))
                 continue
             if nd == 1 and i < n_items:
                 count = 1

@@ -427,7 +427,7 @@ class AnnIndex:
         Python replay. ``n`` and ``search_k`` are ints already (``_counts``)."""
         run = self._runner() if n > 0 else None
         if run is not None:
-            got = run.one(q, n, search_k)
+            got = run.one(np.ascontiguousarray(q, dtype=np.float32), n, search_k)
             if got is None:  # _as_vector lets nothing non-finite through; a guard, not a path
                 raise AnnVectorError("query vector holds NaN or infinite values")
             ids, dist = got
@@ -498,7 +498,8 @@ class AnnIndex:
             lay = self._layout
             raw = np.frombuffer(self._buf, np.uint8, count=self._views.n_nodes * lay.size)
             st["kernel"] = _kernels.search
-            st["arrays"] = (raw.view("<i4"), raw.view("<f4"), st["roots"])
+            # the roots in descending id order, the order annoy pops them (all at priority +inf)
+            st["arrays"] = (raw.view("<i4"), raw.view("<f4"), np.sort(st["roots"])[::-1].copy())
             st["params"] = np.array([
                 lay.size // 4, lay.off_children // 4, lay.off_v // 4,
                 lay.off_a // 4 if lay.off_a is not None else -1,

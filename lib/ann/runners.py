@@ -23,9 +23,10 @@ from backbeat.ann import graph as G
 
 class _Runner:
     """What both compiled searches share: their calls take ``(*arrays, params, queries, stamps,
-    ids, distances)``; a subclass writes the per-call slots of ``params`` in ``_configure``."""
+    ids, distances)``, queries and answers as flat rows (numba passes 1-D arrays for less); a
+    subclass writes the per-call slots of ``params`` in ``_configure``."""
 
-    __slots__ = ("_kernel", "_arrays", "_params", "_stamps", "_ids", "_dist", "_key", "_id_row", "_d_row")
+    __slots__ = ("_kernel", "_arrays", "_params", "_stamps", "_ids", "_dist", "_key")
 
     def __init__(self, kernel: Any, arrays: tuple[np.ndarray, ...], params: np.ndarray,
                  stamps: np.ndarray) -> None:
@@ -34,18 +35,17 @@ class _Runner:
         self._params = params.copy()
         self._stamps = stamps
         self._key: tuple[int, int, int] | None = None
-        self._ids = self._dist = np.empty((1, 0))
-        self._id_row = self._d_row = self._ids[0]
+        self._ids = np.empty(0, np.int64)  # one query's answers
+        self._dist = np.empty(0, np.float32)
 
     def _configure(self, k: int, search_k: int, votes: int) -> None:
         raise NotImplementedError
 
     def _setup(self, k: int, search_k: int, votes: int) -> None:
         self._configure(k, search_k, votes)
-        if self._ids.shape[1] != k:
-            self._ids = np.empty((1, k), np.int64)
-            self._dist = np.empty((1, k), np.float32)
-            self._id_row, self._d_row = self._ids[0], self._dist[0]  # views made once, not per call
+        if self._ids.shape[0] != k:
+            self._ids = np.empty(k, np.int64)
+            self._dist = np.empty(k, np.float32)
         self._key = (k, search_k, votes)
 
     def one(self, q: np.ndarray, k: int, search_k: int,
@@ -54,15 +54,15 @@ class _Runner:
         asked for), without the -1 padding; None if ``q`` holds NaN or inf."""
         if self._key != (k, search_k, 1):
             self._setup(k, search_k, 1)
-        bad = self._kernel(*self._arrays, self._params, q.reshape(1, -1), self._stamps, self._ids, self._dist)
+        bad = self._kernel(*self._arrays, self._params, q, self._stamps, self._ids, self._dist)
         if bad >= 0:
             return None
-        ids = self._id_row.tolist()
+        ids = self._ids.tolist()
         if ids[-1] >= 0:
-            return ids, self._d_row.tolist() if distances else None
+            return ids, self._dist.tolist() if distances else None
         got = ids.index(-1)
         del ids[got:]
-        return ids, self._d_row[:got].tolist() if distances else None
+        return ids, self._dist[:got].tolist() if distances else None
 
     def many(self, qs: np.ndarray, k: int, search_k: int,
              votes: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
@@ -71,7 +71,8 @@ class _Runner:
             self._setup(k, search_k, votes)
         ids = np.empty((qs.shape[0], k), np.int64)
         dist = np.empty((qs.shape[0], k), np.float32)
-        bad = self._kernel(*self._arrays, self._params, qs, self._stamps, ids, dist)
+        bad = self._kernel(*self._arrays, self._params, qs.reshape(-1), self._stamps, ids.reshape(-1),
+                           dist.reshape(-1))
         return ids, dist, bad
 
 

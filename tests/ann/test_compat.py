@@ -100,6 +100,28 @@ def test_tiny_indexes_both_ways(metric, n, tmp_path):
     assert np.isinf(dist[0, n:]).all()
 
 
+@pytest.mark.parametrize("metric", METRICS)
+def test_roots_that_are_leaves_and_budgets_below_one_leaf(metric, tmp_path):
+    """An index of at most K items has leaves for roots; annoy pops them first (priority +inf,
+    larger id first) and may stop after the first: every budget gives annoy's answer."""
+    x = vectors(metric, 12, seed=8)
+    a = annoy.AnnoyIndex(dim(metric), metric)
+    a.set_seed(2)
+    for i in range(12):
+        if i != 4:  # and a hole
+            a.add_item(i, x[i].tolist())
+    a.build(5)
+    a.save(str(tmp_path / "a.ann"))
+    b = AnnIndex(dim(metric), metric)
+    b.load(tmp_path / "a.ann")
+    for q in _queries(metric, 4):
+        for search_k in (1, 5, 11, 12, 40, 55, -1):
+            ids_a, d_a = a.get_nns_by_vector(q.tolist(), 6, search_k=search_k, include_distances=True)
+            ids_b, d_b = b.get_nns_by_vector(q, 6, search_k=search_k, include_distances=True)
+            assert ids_b == ids_a, (metric, search_k)
+            np.testing.assert_allclose(d_b, d_a, rtol=1e-5, atol=1e-5)
+
+
 def test_dot_layouts_v1_and_v2(tmp_path):
     """annoy <= 1.17.3 writes dot nodes as v1; annoy's later layout (v2) adds a norm and a built
     flag: both load, are told apart by size and content, and answer the same."""
