@@ -18,6 +18,7 @@ from backbeat.ann._prefetch import prefetch as _prefetch
 from backbeat.ann._rows import NEAR
 from backbeat.ann._rows import angular_gap as _angular_gap
 from backbeat.ann._rows import finite as _finite
+from backbeat.ann._rows import margin as _margin
 from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth
 
@@ -698,13 +699,7 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, flat_qs, visite
             base = node * s4
             nd = i32[base]
             if nd > K:
-                m = np.float32(0.0)
-                for j in range(f):
-                    m += f32[base + v4 + j] * q[j]
-                if a4 >= 0:
-                    m += f32[base + a4]
-                if dfsq:  # annoy <= 1.17.3 adds the split's dot_factor squared
-                    m += f32[base + df4] * f32[base + df4]
+                m = _margin(i32, f32, base, v4, a4, df4, dfsq, q, f)
                 if size + 2 > tp.shape[0]:
                     tp2 = np.empty(tp.shape[0] * 2, np.float32)
                     tn2 = np.empty(tp.shape[0] * 2, np.int64)

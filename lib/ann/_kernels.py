@@ -25,6 +25,7 @@ from backbeat.ann._prefetch import prefetch as _prefetch
 from backbeat.ann._rows import NEAR
 from backbeat.ann._rows import angular_gap as _angular_gap
 from backbeat.ann._rows import finite as _finite
+from backbeat.ann._rows import margin as _margin
 from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth as _kth
 
@@ -118,23 +119,6 @@ def _push(hk, size, key):  # pragma: no cover - compiled
         pos = (pos - 1) >> 1
     hk[pos] = key
     return size + 1
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
-def _margin(i32, f32, base, v4, a4, df4, dfsq, q, f):  # pragma: no cover - compiled
-    """Annoy's margin of the split at word ``base``: its plane's dot product with the query, plus
-    the offset (euclidean, manhattan) or, for dot files of annoy <= 1.17.3, the split's
-    ``dot_factor`` squared."""
-    row = f32[base + v4:base + v4 + f]  # a C-contiguous slice: the loop vectorises
-    m = np.float32(0.0)
-    for j in range(f):
-        m += row[j] * q[j]
-    if a4 >= 0:
-        m = f32[base + a4] + m
-    if dfsq:
-        dfv = f32[base + df4]
-        m = m + dfv * dfv
-    return m
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -1,6 +1,7 @@
 """Per-query-row steps both compiled searches (``_kernels``, ``_graph_kernels``) share: the check
-that a query row is finite, the padding of an output row past its last answer, and the angular
-distance of near-identical vectors computed again."""
+that a query row is finite, annoy's margin of a split (both walk annoy's trees), the padding of an
+output row past its last answer, and the angular distance of near-identical vectors computed
+again."""
 
 from __future__ import annotations
 
@@ -44,3 +45,20 @@ def angular_gap(f32, start, q, f):  # pragma: no cover - compiled
     if pp <= 0.0 or qq <= 0.0:
         return 2.0
     return max(2.0 - 2.0 * pq / np.sqrt(pp * qq), 0.0)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
+def margin(i32, f32, base, v4, a4, df4, dfsq, q, f):  # pragma: no cover - compiled
+    """Annoy's margin of the split at word ``base``: its plane's dot product with the query, plus
+    the offset (euclidean, manhattan) or, for dot files of annoy <= 1.17.3, the split's
+    ``dot_factor`` squared."""
+    row = f32[base + v4:base + v4 + f]  # a C-contiguous slice: the loop vectorises
+    m = np.float32(0.0)
+    for j in range(f):
+        m += row[j] * q[j]
+    if a4 >= 0:
+        m = f32[base + a4] + m
+    if dfsq:
+        dfv = f32[base + df4]
+        m = m + dfv * dfv
+    return m
