@@ -699,7 +699,7 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, flat_qs, visite
             base = node * s4
             nd = i32[base]
             if nd > K:
-                m = _margin(i32, f32, base, v4, a4, df4, dfsq, q, f)
+                m = _margin(f32, base, v4, a4, df4, dfsq, q, f)
                 if size + 2 > tp.shape[0]:
                     tp2 = np.empty(tp.shape[0] * 2, np.float32)
                     tn2 = np.empty(tp.shape[0] * 2, np.int64)

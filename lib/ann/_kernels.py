@@ -211,7 +211,7 @@ def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma:
             if i32[base] <= K:
                 size = _push(hk, size, _pack(np.inf, i))
                 continue
-            m = _margin(i32, f32, base, v4, a4, df4, dfsq, q, f)
+            m = _margin(f32, base, v4, a4, df4, dfsq, q, f)
             size = _push(hk, size, _pack(-m, i32[base + ch4]))
             size = _push(hk, size, _pack(m, i32[base + ch4 + 1]))
         while collected < search_k and size > 0:
@@ -235,7 +235,7 @@ def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma:
             base = i * s4
             nd = i32[base]
             if nd > K:
-                m = _margin(i32, f32, base, v4, a4, df4, dfsq, q, f)
+                m = _margin(f32, base, v4, a4, df4, dfsq, q, f)
                 if size + 2 > cap:
                     cap *= 2
                     hk2 = np.empty(cap, np.uint64)

@@ -48,7 +48,7 @@ def angular_gap(f32, start, q, f):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, inline="always")
-def margin(i32, f32, base, v4, a4, df4, dfsq, q, f):  # pragma: no cover - compiled
+def margin(f32, base, v4, a4, df4, dfsq, q, f):  # pragma: no cover - compiled
     """Annoy's margin of the split at word ``base``: its plane's dot product with the query, plus
     the offset (euclidean, manhattan) or, for dot files of annoy <= 1.17.3, the split's
     ``dot_factor`` squared."""
