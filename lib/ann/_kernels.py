@@ -143,78 +143,68 @@ def _scan(i32, f32, n_items, check, s4, v4, q, qq, f, metric, best_k, best_i, k)
     return nb
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma: no cover - compiled
-    """Annoy's search for every query (``flat_qs``: the rows of an n x f matrix, one after the
-    other; the answers go to ``flat_ids``/``flat_d``, n x k, likewise); returns the first row
-    holding NaN or inf (its output is left empty), or -1. ``roots`` are in descending id order, the
-    order annoy pops them. ``seen`` holds per item a 14-bit query stamp and a 2-bit vote count; the
-    last stamp used is kept in ``params[13]``, so the caller only sets up once.
+@njit(cache=True, nogil=True, inline="always")
+def _next_stamp(seen, stamp):  # pragma: no cover - compiled
+    """The stamp of the next query: 14 bits, so on wrapping every earlier query is forgotten."""
+    stamp += 1
+    if stamp >= 1 << 14:
+        seen[:] = 0
+        stamp = 1
+    return stamp
 
-    When ``search_k`` reaches ``params[15]`` (every leaf slot of every tree: trees x items), annoy
-    collects every item and its answer is the exact one; the kernel then skips the trees and
-    scores the items in file order (sequential reads, no heap, no duplicates), the same keys in
-    the same top-k: the same answer, an order of magnitude sooner on a small index."""
-    # few arguments, and one-dimensional ones: numba's per-call dispatch cost grows with their
-    # number and dimensions (a 2-D argument costs ~0.08 us more to pass)
+
+@njit(cache=True, nogil=True, inline="always")
+def _answer(i32, f32, roots, params, q, seen, stamp,  # pragma: no cover - compiled
+            out_ids, out_d, b, hk, best_k, best_i, cand, keys):
+    """Annoy's answer for one finite query ``q`` into output row ``b``; returns the scratch
+    arrays, which it replaces by larger ones when they run out (heap, candidates, keys)."""
     s4, ch4, v4, a4, df4 = params[0], params[1], params[2], params[3], params[4]
     dfsq, K, n_items, metric, f = params[5] != 0, params[6], params[7], params[8], params[9]
-    k, search_k, check, stamp, votes = params[10], params[11], params[12] != 0, params[13], params[14]
-    exhaustive = search_k >= params[15] and votes <= roots.shape[0]
-    qs = flat_qs.reshape(flat_qs.shape[0] // f, f)
-    out_ids = flat_ids.reshape(qs.shape[0], k)
-    out_d = flat_d.reshape(qs.shape[0], k)
-    cap = max(256, 2 * roots.shape[0] + 2)  # the roots all go in first
-    hk = np.empty(cap, np.uint64)  # annoy's max-heap of (priority, node), one key each: _order
-    best_k = np.empty(k, np.float32)
-    best_i = np.empty(k, np.int64)
+    k, search_k, check, votes = params[10], params[11], params[12] != 0, params[14]
     n_roots = roots.shape[0]
-    ccap = 256
-    cand = np.empty(ccap, np.int64)
-    keys = np.empty(ccap, np.float32)
-    bad = -1
-    for b in range(qs.shape[0]):
-        q = qs[b]
-        if not _finite(q, f):  # the caller raises; no answer for this row
-            bad = b if bad < 0 else bad
-            _pad(out_ids, out_d, b, 0, k)
+    qq = np.float32(0.0)
+    for j in range(f):
+        qq += q[j] * q[j]
+    if search_k >= params[15] and votes <= n_roots:  # every leaf slot: one loop per metric, as below
+        if metric == 0:
+            nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 0, best_k, best_i, k)
+        elif metric == 1:
+            nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 1, best_k, best_i, k)
+        elif metric == 2:
+            nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 2, best_k, best_i, k)
+        else:
+            nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 3, best_k, best_i, k)
+        _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
+        return hk, cand, keys
+    # annoy gives the roots priority +inf: it pops every one (larger id first) before any other
+    # node. Expanding them here in that order saves their trips through the heap; a root that is a
+    # leaf (an index of at most K items) goes in at +inf and is popped first below (only
+    # expansions happen in between, and they collect nothing: the same candidates)
+    cap = hk.shape[0]
+    size = 0
+    nb = 0
+    nc = 0
+    collected = 0
+    code = (stamp << 2) | 3  # "a candidate of this query" (votes: 3 in the low bits)
+    plain = votes == 1 and not check  # the common case, without the vote and hole bookkeeping
+    for r in range(n_roots):
+        i = roots[r]
+        base = i * s4
+        if i32[base] <= K:
+            size = _push(hk, size, _pack(np.inf, i))
             continue
-        stamp += 1
-        if stamp >= 1 << 14:  # the stamp has 14 bits: wrap, forgetting every earlier query
-            seen[:] = 0
-            stamp = 1
-        qq = np.float32(0.0)
-        for j in range(f):
-            qq += q[j] * q[j]
-        if exhaustive:  # one loop per metric, as for the candidates below
-            if metric == 0:
-                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 0, best_k, best_i, k)
-            elif metric == 1:
-                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 1, best_k, best_i, k)
-            elif metric == 2:
-                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 2, best_k, best_i, k)
-            else:
-                nb = _scan(i32, f32, n_items, check, s4, v4, q, qq, f, 3, best_k, best_i, k)
-            _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
-            continue
-        # annoy gives the roots priority +inf: it pops every one (larger id first) before any
-        # other node. Expanding them here in that order saves their trips through the heap; a root
-        # that is a leaf (an index of at most K items) goes in at +inf and is popped first below
-        # (only expansions happen in between, and they collect nothing: the same candidates)
-        size = 0
-        nb = 0
-        nc = 0
-        collected = 0
-        for r in range(n_roots):
-            i = roots[r]
-            base = i * s4
-            if i32[base] <= K:
-                size = _push(hk, size, _pack(np.inf, i))
-                continue
-            m = _margin(f32, base, v4, a4, df4, dfsq, q, f)
-            size = _push(hk, size, _pack(-m, i32[base + ch4]))
-            size = _push(hk, size, _pack(m, i32[base + ch4 + 1]))
-        while collected < search_k and size > 0:
+        m = _margin(f32, base, v4, a4, df4, dfsq, q, f)
+        size = _push(hk, size, _pack(-m, i32[base + ch4]))
+        size = _push(hk, size, _pack(m, i32[base + ch4 + 1]))
+    hand = np.uint64(0)  # an expanded node's better child, when it beats the whole heap
+    held = False
+    while True:
+        if held:  # what annoy would pop next, without its trip through the heap
+            held = False
+            d, i = _unpack(hand)
+        else:
+            if collected >= search_k or size == 0:
+                break
             d, i = _unpack(hk[0])
             size -= 1
             if size > 0:  # the last entry sifts down from the top
@@ -232,64 +222,152 @@ def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma:
                     else:
                         break
                 hk[pos] = key
-            base = i * s4
-            nd = i32[base]
-            if nd > K:
-                m = _margin(f32, base, v4, a4, df4, dfsq, q, f)
-                if size + 2 > cap:
-                    cap *= 2
-                    hk2 = np.empty(cap, np.uint64)
-                    hk2[:size] = hk[:size]
-                    hk = hk2
-                for side in range(2):
-                    child = i32[base + ch4 + side]
-                    _prefetch(i32, np.int64(child) * s4)  # it is likely the next record read
-                    size = _push(hk, size, _pack(min(d, m) if side == 1 else min(d, -m), child))
-                continue
-            if nd == 1 and i < n_items:
-                count = 1
-                start = -1
+        base = i * s4
+        nd = i32[base]
+        if nd > K:
+            m = _margin(f32, base, v4, a4, df4, dfsq, q, f)
+            if size + 2 > cap:
+                cap *= 2
+                hk2 = np.empty(cap, np.uint64)
+                hk2[:size] = hk[:size]
+                hk = hk2
+            left = i32[base + ch4]
+            right = i32[base + ch4 + 1]
+            _prefetch(i32, np.int64(left) * s4)  # one of them is likely the next record read
+            _prefetch(i32, np.int64(right) * s4)
+            kl = _pack(min(d, -m), left)
+            kr = _pack(min(d, m), right)
+            # the keys are unique (a node enters the heap once), so the pops come in one order
+            # however entries are pushed: when the better child beats the heap's top, annoy pops
+            # it next; it is kept in hand (an expansion collects nothing: search_k is not reached)
+            size = _push(hk, size, min(kl, kr))
+            if hk[0] < max(kl, kr):
+                hand = max(kl, kr)
+                held = True
             else:
-                count = nd if nd > 0 else 0
-                start = base + ch4
-            collected += count
+                size = _push(hk, size, max(kl, kr))
+            continue
+        if nd == 1 and i < n_items:
+            count = 1
+            start = -1
+        else:
+            count = nd if nd > 0 else 0
+            start = base + ch4
+        collected += count
+        if nc + count > cand.shape[0]:
+            grown = max(2 * cand.shape[0], nc + count)
+            cand2 = np.empty(grown, np.int64)
+            cand2[:nc] = cand[:nc]
+            cand = cand2
+        if plain:  # one compare per item (0.5 us of a digits query at search_k 100 otherwise)
             for c in range(count):
                 item = i if start < 0 else np.int64(i32[start + c])
-                if check:
-                    if item < 0 or item >= n_items or i32[item * s4] != 1:
-                        continue
-                mark = seen[item]
-                if mark >> 2 != stamp:
-                    mark = stamp << 2
-                if (mark & 3) == 3:
-                    continue  # already a candidate
-                mark += 1
-                if (mark & 3) < votes:
-                    seen[item] = mark
+                if seen[item] != code:
+                    seen[item] = code
+                    cand[nc] = item
+                    nc += 1
+            continue
+        for c in range(count):
+            item = i if start < 0 else np.int64(i32[start + c])
+            if check:
+                if item < 0 or item >= n_items or i32[item * s4] != 1:
                     continue
-                seen[item] = (stamp << 2) | 3
-                if nc == ccap:
-                    ccap *= 2
-                    cand2 = np.empty(ccap, np.int64)
-                    cand2[:nc] = cand[:nc]
-                    cand = cand2
-                cand[nc] = item
-                nc += 1
-        if keys.shape[0] < nc:
-            keys = np.empty(ccap, np.float32)
-        if metric == 0:  # one loop per metric, each compiled with its metric a constant: with the
-            _score(f32, cand, nc, s4, v4, q, qq, f, 0, keys)  # metric a variable the distance loops
-        elif metric == 1:  # did not vectorise (3x slower)
-            _score(f32, cand, nc, s4, v4, q, qq, f, 1, keys)
-        elif metric == 2:
-            _score(f32, cand, nc, s4, v4, q, qq, f, 2, keys)
-        else:
-            _score(f32, cand, nc, s4, v4, q, qq, f, 3, keys)
-        for c in range(nc):
-            nb = _keep(best_k, best_i, nb, k, keys[c], cand[c])
-        _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
+            mark = seen[item]
+            if mark >> 2 != stamp:
+                mark = stamp << 2
+            if (mark & 3) == 3:
+                continue  # already a candidate
+            mark += 1
+            if (mark & 3) < votes:
+                seen[item] = mark
+                continue
+            seen[item] = code
+            cand[nc] = item
+            nc += 1
+    if keys.shape[0] < nc:
+        keys = np.empty(cand.shape[0], np.float32)
+    if metric == 0:  # one loop per metric, each compiled with its metric a constant: with the
+        _score(f32, cand, nc, s4, v4, q, qq, f, 0, keys)  # metric a variable the distance loops
+    elif metric == 1:  # did not vectorise (3x slower)
+        _score(f32, cand, nc, s4, v4, q, qq, f, 1, keys)
+    elif metric == 2:
+        _score(f32, cand, nc, s4, v4, q, qq, f, 2, keys)
+    else:
+        _score(f32, cand, nc, s4, v4, q, qq, f, 3, keys)
+    for c in range(nc):
+        nb = _keep(best_k, best_i, nb, k, keys[c], cand[c])
+    _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
+    return hk, cand, keys
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma: no cover - compiled
+    """Annoy's search for every query (``flat_qs``: the rows of an n x f matrix, one after the
+    other; the answers go to ``flat_ids``/``flat_d``, n x k, likewise); returns the first row
+    holding NaN or inf (its output is left empty), or -1. ``roots`` are in descending id order, the
+    order annoy pops them. ``seen`` holds per item a 14-bit query stamp and a 2-bit vote count; the
+    last stamp used is kept in ``params[13]``, so the caller only sets up once.
+
+    When ``search_k`` reaches ``params[15]`` (every leaf slot of every tree: trees x items), annoy
+    collects every item and its answer is the exact one; the kernel then skips the trees and
+    scores the items in file order (sequential reads, no heap, no duplicates), the same keys in
+    the same top-k: the same answer, an order of magnitude sooner on a small index."""
+    # few arguments, and one-dimensional ones: numba's per-call dispatch cost grows with their
+    # number and dimensions (a 2-D argument costs ~0.08 us more to pass)
+    f, k, stamp = params[9], params[10], params[13]
+    qs = flat_qs.reshape(flat_qs.shape[0] // f, f)
+    out_ids = flat_ids.reshape(qs.shape[0], k)
+    out_d = flat_d.reshape(qs.shape[0], k)
+    hk = np.empty(max(256, 2 * roots.shape[0] + 2), np.uint64)  # annoy's max-heap: _order's keys
+    best_k = np.empty(k, np.float32)
+    best_i = np.empty(k, np.int64)
+    cand = np.empty(256, np.int64)
+    keys = np.empty(256, np.float32)
+    bad = -1
+    for b in range(qs.shape[0]):
+        q = qs[b]
+        if not _finite(q, f):  # the caller raises; no answer for this row
+            bad = b if bad < 0 else bad
+            _pad(out_ids, out_d, b, 0, k)
+            continue
+        stamp = _next_stamp(seen, stamp)
+        hk, cand, keys = _answer(i32, f32, roots, params, q, seen, stamp, out_ids, out_d, b, hk, best_k,
+                                 best_i, cand, keys)
     params[13] = stamp  # the next call goes on from here
     return bad
+
+
+# Layout of a single-query state (``one``): int64 words, the 16 parameters of ``search`` first,
+# then where each region starts (a word offset) and its length in its own elements.
+ST_ROOTS, ST_SEEN, ST_IDS, ST_DIST, ST_HEAP, ST_CAND, ST_KEYS, ST_BEST_K, ST_BEST_I = range(16, 34, 2)
+ST_WORDS = 34
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def one(f32, state, q):  # pragma: no cover - compiled
+    """``search`` for one query with three arguments instead of eight, its scratch in ``state``
+    (``runners.TreeRunner`` lays it out: the parameters, roots, stamps, output row, heap,
+    candidates): numba's dispatch costs ~0.07 us per array argument and each allocation ~0.05 us,
+    ~0.6 us of a 5 us call on a small index. Returns 0 if ``q`` holds NaN or inf, else -1."""
+    i32 = f32.view(np.int32)
+    params = state[:16]
+    f, k = params[9], params[10]
+    roots = state[state[ST_ROOTS]:state[ST_ROOTS] + state[ST_ROOTS + 1]]
+    seen = state[state[ST_SEEN]:].view(np.uint16)[:state[ST_SEEN + 1]]
+    out_ids = state[state[ST_IDS]:state[ST_IDS] + k].reshape(1, k)
+    out_d = state[state[ST_DIST]:].view(np.float32)[:k].reshape(1, k)
+    hk = state[state[ST_HEAP]:state[ST_HEAP] + state[ST_HEAP + 1]].view(np.uint64)
+    cand = state[state[ST_CAND]:state[ST_CAND] + state[ST_CAND + 1]]
+    keys = state[state[ST_KEYS]:].view(np.float32)[:state[ST_KEYS + 1]]
+    best_k = state[state[ST_BEST_K]:].view(np.float32)[:k]
+    best_i = state[state[ST_BEST_I]:state[ST_BEST_I] + k]
+    if not _finite(q, f):
+        _pad(out_ids, out_d, 0, 0, k)
+        return 0
+    stamp = _next_stamp(seen, params[13])
+    _answer(i32, f32, roots, params, q, seen, stamp, out_ids, out_d, 0, hk, best_k, best_i, cand, keys)
+    params[13] = stamp
+    return -1
 
 # ------------------------------------------------------------------------------------- building
 # The tree builder (``backbeat.ann.build``). A tree is one depth-first pass over a working copy of

@@ -78,21 +78,86 @@ class _Runner:
 
 class TreeRunner(_Runner):
     """Annoy's best-first search over the trees (``_kernels.search``) for one thread: per item a
-    14-bit query stamp and a 2-bit vote count."""
+    14-bit query stamp and a 2-bit vote count.
 
-    __slots__ = ("_n_roots",)
+    One query at a time goes to ``_kernels.one``, which takes three arguments: the file, the
+    query, and one int64 ``state`` holding the parameters, the roots, the stamps, the output row
+    and the scratch of a query (its layout: ``_kernels.ST_*``). The parameters and stamps of the
+    batched path are views of the same state, so both share the query stamp."""
+
+    __slots__ = ("_n_roots", "_one", "_f32", "_state", "_roots", "_n_items", "_K", "_caps", "_ids_v",
+                 "_dist_v")
 
     def __init__(self, kernel: Any, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], params: np.ndarray,
                  n_items: int, holes: bool) -> None:
+        from backbeat.ann import _kernels
+
         super().__init__(kernel, arrays, params, np.zeros(max(n_items, 1), np.uint16))
         self._params[12] = holes
         self._params[13] = 0  # last query stamp
+        self._one = _kernels.one
+        self._f32 = arrays[1]
+        self._roots = arrays[2]
         self._n_roots = max(len(arrays[2]), 1)
+        self._n_items = max(n_items, 1)
+        self._K = int(params[6])
+        self._caps = (0, 0)
+        self._lay_out(16, 256)
+
+    def _lay_out(self, k: int, cand: int) -> None:
+        """A new state with room for ``k`` answers and ``cand`` candidates; the parameters and
+        stamps carried over, ``_params``/``_stamps`` pointed at it."""
+        from backbeat.ann import _kernels as K
+
+        heap = max(256, 2 * len(self._roots) + 2)
+        regions = [  # (slot, elements, words)
+            (K.ST_ROOTS, len(self._roots), len(self._roots)),
+            (K.ST_SEEN, self._n_items, (self._n_items + 3) // 4),
+            (K.ST_IDS, k, k), (K.ST_DIST, k, (k + 1) // 2), (K.ST_HEAP, heap, heap),
+            (K.ST_CAND, cand, cand), (K.ST_KEYS, cand, (cand + 1) // 2),
+            (K.ST_BEST_K, k, (k + 1) // 2), (K.ST_BEST_I, k, k),
+        ]
+        state = np.zeros(K.ST_WORDS + sum(w for _, _, w in regions), np.int64)
+        at = K.ST_WORDS
+        for slot, n, words in regions:
+            state[slot], state[slot + 1] = at, n
+            at += words
+        state[:16] = self._params
+        r = state[K.ST_ROOTS]
+        state[r:r + len(self._roots)] = self._roots
+        s = state[K.ST_SEEN]
+        seen = state[s:].view(np.uint16)[: self._n_items]
+        seen[: self._stamps.shape[0]] = self._stamps
+        self._state, self._params, self._stamps = state, state[:16], seen
+        self._caps = (k, cand)
 
     def _configure(self, k: int, search_k: int, votes: int) -> None:
+        sk = k * self._n_roots if search_k == -1 else search_k
+        # every candidate of a query fits: at most the collected items (search_k, and a leaf more)
+        cand = max(256, min(sk + self._K, self._n_items + self._K))
+        if k > self._caps[0] or cand > self._caps[1]:
+            self._lay_out(max(k, self._caps[0]), max(cand, self._caps[1]))
         self._params[10] = k
-        self._params[11] = k * self._n_roots if search_k == -1 else search_k
+        self._params[11] = sk
         self._params[14] = votes
+        from backbeat.ann import _kernels as K
+
+        st = self._state
+        self._ids_v = st[st[K.ST_IDS]:st[K.ST_IDS] + k]
+        self._dist_v = st[st[K.ST_DIST]:].view(np.float32)[:k]
+
+    def one(self, q: np.ndarray, k: int, search_k: int,
+            distances: bool = True) -> tuple[list[int], list[float] | None] | None:
+        if self._key != (k, search_k, 1):
+            self._setup(k, search_k, 1)
+        if self._one(self._f32, self._state, q) >= 0:
+            return None
+        ids = self._ids_v.tolist()
+        if ids[-1] >= 0:
+            return ids, self._dist_v.tolist() if distances else None
+        got = ids.index(-1)
+        del ids[got:]
+        return ids, self._dist_v[:got].tolist() if distances else None
 
 
 class GraphRunner(_Runner):

@@ -92,3 +92,24 @@ def test_threads_each_get_their_own_runner(tmp_path, graph):
 
     for out in in_threads(work):
         assert out == expected * 3
+
+
+def test_single_query_state_is_laid_out_anew_as_k_and_search_k_grow(tmp_path):
+    # one query at a time runs on a per-thread state sized for k answers and search_k candidates;
+    # a larger k or search_k lays out a larger one, carrying the stamps: answers stay the batched
+    # ones before, across and after each change, batched calls in between included
+    index = _index(tmp_path, 700, 4, False)
+    ref = AnnIndex(index.f, "euclidean")
+    ref.load(tmp_path / "i.ann")
+    q = vectors("euclidean", 12, seed=11)
+    sizes = []
+    for k, search_k in [(5, 40), (60, 40), (5, 3000), (200, -1), (5, 40)]:
+        ids, dist = ref.query(q, k, search_k)
+        for b, row in enumerate(q):
+            got_ids, got_dist = index.get_nns_by_vector(row, k, search_k, include_distances=True)
+            want = ids[b][ids[b] >= 0]
+            assert got_ids == want.tolist(), (k, search_k, b)
+            assert np.allclose(got_dist, dist[b][: len(want)]), (k, search_k, b)
+        sizes.append(index._local.runner._state.shape[0])
+        assert np.array_equal(index.query(q, k, search_k)[0], ids)
+    assert sizes[0] < sizes[1] < sizes[2] < sizes[3] == sizes[4]
