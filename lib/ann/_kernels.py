@@ -30,6 +30,7 @@ from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth as _kth
 
 AHEAD = 8  # distance pass: prefetch the record of the candidate this many places ahead
+PREFETCH_FROM = 1 << 20  # file bytes from which the search prefetches (below, a core's L2 holds it)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -122,8 +123,13 @@ def _push(hk, size, key):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _score(f32, cand, nc, s4, v4, q, qq, f, metric, keys):  # pragma: no cover - compiled
-    """The keys of candidates ``cand[:nc]``, each record asked for ``AHEAD`` candidates early."""
+def _score(f32, cand, nc, s4, v4, q, qq, f, metric, keys, ahead):  # pragma: no cover - compiled
+    """The keys of candidates ``cand[:nc]``, each record asked for ``AHEAD`` candidates early
+    when ``ahead``."""
+    if not ahead:
+        for c in range(nc):
+            keys[c] = _key(f32, cand[c] * s4, v4, q, qq, f, metric)
+        return
     for c in range(min(AHEAD, nc)):
         _prefetch_record(f32, cand[c] * s4, s4)
     for c in range(nc):
@@ -161,6 +167,7 @@ def _answer(i32, f32, roots, params, q, seen, stamp,  # pragma: no cover - compi
     s4, ch4, v4, a4, df4 = params[0], params[1], params[2], params[3], params[4]
     dfsq, K, n_items, metric, f = params[5] != 0, params[6], params[7], params[8], params[9]
     k, search_k, check, votes = params[10], params[11], params[12] != 0, params[14]
+    ahead = params[16] != 0  # prefetching pays only where records miss the caches
     n_roots = roots.shape[0]
     qq = np.float32(0.0)
     for j in range(f):
@@ -233,8 +240,9 @@ def _answer(i32, f32, roots, params, q, seen, stamp,  # pragma: no cover - compi
                 hk = hk2
             left = i32[base + ch4]
             right = i32[base + ch4 + 1]
-            _prefetch(i32, np.int64(left) * s4)  # one of them is likely the next record read
-            _prefetch(i32, np.int64(right) * s4)
+            if ahead:  # one of them is likely the next record read
+                _prefetch(i32, np.int64(left) * s4)
+                _prefetch(i32, np.int64(right) * s4)
             kl = _pack(min(d, -m), left)
             kr = _pack(min(d, m), right)
             # the keys are unique (a node enters the heap once), so the pops come in one order
@@ -287,13 +295,13 @@ def _answer(i32, f32, roots, params, q, seen, stamp,  # pragma: no cover - compi
     if keys.shape[0] < nc:
         keys = np.empty(cand.shape[0], np.float32)
     if metric == 0:  # one loop per metric, each compiled with its metric a constant: with the
-        _score(f32, cand, nc, s4, v4, q, qq, f, 0, keys)  # metric a variable the distance loops
+        _score(f32, cand, nc, s4, v4, q, qq, f, 0, keys, ahead)  # metric a variable the distance loops
     elif metric == 1:  # did not vectorise (3x slower)
-        _score(f32, cand, nc, s4, v4, q, qq, f, 1, keys)
+        _score(f32, cand, nc, s4, v4, q, qq, f, 1, keys, ahead)
     elif metric == 2:
-        _score(f32, cand, nc, s4, v4, q, qq, f, 2, keys)
+        _score(f32, cand, nc, s4, v4, q, qq, f, 2, keys, ahead)
     else:
-        _score(f32, cand, nc, s4, v4, q, qq, f, 3, keys)
+        _score(f32, cand, nc, s4, v4, q, qq, f, 3, keys, ahead)
     for c in range(nc):
         nb = _keep(best_k, best_i, nb, k, keys[c], cand[c])
     _emit(out_ids, out_d, b, best_k, best_i, nb, k, metric)
@@ -337,10 +345,11 @@ def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma:
     return bad
 
 
-# Layout of a single-query state (``one``): int64 words, the 16 parameters of ``search`` first,
-# then where each region starts (a word offset) and its length in its own elements.
-ST_ROOTS, ST_SEEN, ST_IDS, ST_DIST, ST_HEAP, ST_CAND, ST_KEYS, ST_BEST_K, ST_BEST_I = range(16, 34, 2)
-ST_WORDS = 34
+# Layout of a single-query state (``one``): int64 words, the N_PARAMS parameters of ``search``
+# first, then where each region starts (a word offset) and its length in its own elements.
+N_PARAMS = 17
+ST_ROOTS, ST_SEEN, ST_IDS, ST_DIST, ST_HEAP, ST_CAND, ST_KEYS, ST_BEST_K, ST_BEST_I = range(N_PARAMS, 35, 2)
+ST_WORDS = 35
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -350,7 +359,7 @@ def one(f32, state, q):  # pragma: no cover - compiled
     candidates): numba's dispatch costs ~0.07 us per array argument and each allocation ~0.05 us,
     ~0.6 us of a 5 us call on a small index. Returns 0 if ``q`` holds NaN or inf, else -1."""
     i32 = f32.view(np.int32)
-    params = state[:16]
+    params = state[:N_PARAMS]
     f, k = params[9], params[10]
     roots = state[state[ST_ROOTS]:state[ST_ROOTS] + state[ST_ROOTS + 1]]
     seen = state[state[ST_SEEN]:].view(np.uint16)[:state[ST_SEEN + 1]]

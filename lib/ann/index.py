@@ -509,6 +509,8 @@ class AnnIndex:
                 0, 0, 0, 0, 1,
                 # search_k from which annoy collects every leaf slot (trees x items): exact answer
                 max(len(self._roots) * st["present"], 1),
+                # prefetching records costs more than it saves on a file the caches hold
+                raw.shape[0] >= _kernels.PREFETCH_FROM,
             ], dtype=np.int64)
         return st if st["kernel"] is not None else None
 

@@ -122,13 +122,13 @@ class TreeRunner(_Runner):
         for slot, n, words in regions:
             state[slot], state[slot + 1] = at, n
             at += words
-        state[:16] = self._params
+        state[:K.N_PARAMS] = self._params
         r = state[K.ST_ROOTS]
         state[r:r + len(self._roots)] = self._roots
         s = state[K.ST_SEEN]
         seen = state[s:].view(np.uint16)[: self._n_items]
         seen[: self._stamps.shape[0]] = self._stamps
-        self._state, self._params, self._stamps = state, state[:16], seen
+        self._state, self._params, self._stamps = state, state[:K.N_PARAMS], seen
         self._caps = (k, cand)
 
     def _configure(self, k: int, search_k: int, votes: int) -> None:

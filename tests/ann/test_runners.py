@@ -113,3 +113,22 @@ def test_single_query_state_is_laid_out_anew_as_k_and_search_k_grow(tmp_path):
         sizes.append(index._local.runner._state.shape[0])
         assert np.array_equal(index.query(q, k, search_k)[0], ids)
     assert sizes[0] < sizes[1] < sizes[2] < sizes[3] == sizes[4]
+
+
+def test_prefetching_leaves_the_answers_unchanged(tmp_path, monkeypatch):
+    # records are prefetched only in files of PREFETCH_FROM bytes and more (a file the caches hold
+    # gains nothing from it); the test files are small, so lower the bar to run that path too
+    from backbeat.ann import _kernels
+
+    small = _index(tmp_path, 900, 6, False)
+    q = vectors("euclidean", 40, seed=12)
+    want = [small.get_nns_by_vector(row, 10, 150, include_distances=True) for row in q]
+    want_batched = small.query(q, 10, 150)
+    assert small._compiled()["params"][16] == 0
+    monkeypatch.setattr(_kernels, "PREFETCH_FROM", 0)
+    index = AnnIndex(small.f, "euclidean")
+    index.load(tmp_path / "i.ann")
+    assert index._compiled()["params"][16] == 1
+    assert [index.get_nns_by_vector(row, 10, 150, include_distances=True) for row in q] == want
+    got = index.query(q, 10, 150)
+    assert np.array_equal(got[0], want_batched[0]) and np.array_equal(got[1], want_batched[1])
