@@ -8,8 +8,13 @@ a small top-k ordered by (distance, id), so the order candidates arrive in does 
 large index nearly every record read is a miss to memory, so the kernel asks for records before
 it needs them: both children when a split is expanded, and the candidate a few places ahead in
 the distance pass (with prefetching, sorting the candidates into file order no longer pays: it
-cost more than it saved). All reads go to the mapped file (``int32``/``float32`` views of one byte
-buffer): nothing is copied.
+cost more than it saved); a file the caches hold (below ``PREFETCH_FROM``) is not prefetched.
+When an expanded node's better child beats the top of the heap, it is what annoy pops next: it
+is kept in hand instead of going through the heap. All reads go to the mapped file
+(``int32``/``float32`` views of one byte buffer): nothing is copied.
+
+``search`` takes a batch of queries; ``one`` takes a single query and keeps everything else in
+one int64 state (fewer arguments for numba's per-call dispatch, no allocations).
 
 Metric codes: 0 angular, 1 euclidean, 2 manhattan, 3 dot. Hamming stays on the numpy path.
 """

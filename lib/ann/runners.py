@@ -20,6 +20,8 @@ import numpy as np
 
 from backbeat.ann import graph as G
 
+CAND_ROOM = 1 << 16  # candidates a tree runner's single-query state has room for, at most
+
 
 class _Runner:
     """What both compiled searches share: their calls take ``(*arrays, params, queries, stamps,
@@ -133,8 +135,10 @@ class TreeRunner(_Runner):
 
     def _configure(self, k: int, search_k: int, votes: int) -> None:
         sk = k * self._n_roots if search_k == -1 else search_k
-        # every candidate of a query fits: at most the collected items (search_k, and a leaf more)
-        cand = max(256, min(sk + self._K, self._n_items + self._K))
+        # room for every candidate of a query (at most the collected items: search_k and a leaf
+        # more) up to CAND_ROOM; past that the kernel allocates its own, a small cost next to
+        # scoring that many, and a thread does not keep megabytes after one large search_k
+        cand = max(256, min(sk + self._K, self._n_items + self._K, CAND_ROOM))
         if k > self._caps[0] or cand > self._caps[1]:
             self._lay_out(max(k, self._caps[0]), max(cand, self._caps[1]))
         self._params[10] = k

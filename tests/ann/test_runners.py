@@ -132,3 +132,21 @@ def test_prefetching_leaves_the_answers_unchanged(tmp_path, monkeypatch):
     assert [index.get_nns_by_vector(row, 10, 150, include_distances=True) for row in q] == want
     got = index.query(q, 10, 150)
     assert np.array_equal(got[0], want_batched[0]) and np.array_equal(got[1], want_batched[1])
+
+
+def test_single_queries_beyond_the_states_candidate_room(tmp_path, monkeypatch):
+    # a thread's state has room for CAND_ROOM candidates; past it the kernel allocates its own
+    from backbeat.ann import _kernels, runners
+
+    monkeypatch.setattr(runners, "CAND_ROOM", 260)
+    index = _index(tmp_path, 800, 5, False)
+    ref = AnnIndex(index.f, "euclidean")
+    ref.load(tmp_path / "i.ann")
+    q = vectors("euclidean", 10, seed=13)
+    ids, dist = ref.query(q, 20, 2500)
+    for b, row in enumerate(q):
+        got_ids, got_dist = index.get_nns_by_vector(row, 20, 2500, include_distances=True)
+        assert got_ids == ids[b].tolist()
+        assert np.allclose(got_dist, dist[b])
+    run = index._local.runner
+    assert run._state[_kernels.ST_CAND + 1] == 260  # the candidates' room, not what they needed
