@@ -19,6 +19,7 @@ from backbeat.ann._rows import NEAR
 from backbeat.ann._rows import angular_gap as _angular_gap
 from backbeat.ann._rows import finite as _finite
 from backbeat.ann._rows import margin as _margin
+from backbeat.ann._rows import next_stamp as _next_stamp
 from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth
 
@@ -433,10 +434,7 @@ def refine(xq, adj, ids, ds, l1, lo, hi, visited):  # pragma: no cover - compile
     nb = np.empty(R, np.int64)
     stamp = 0
     for i in range(lo, hi):
-        stamp += 1
-        if stamp > 255:
-            visited[:] = 0
-            stamp = 1
+        stamp = _next_stamp(visited, stamp, 256)
         visited[i] = stamp
         m = 0
         for t in range(L):
@@ -661,10 +659,7 @@ def search(i32, f32, off, nbr_ids, codes, qscale, roots, params, flat_qs, visite
             bad = b if bad < 0 else bad
             _pad(out_ids, out_d, b, 0, k)
             continue
-        stamp += 1
-        if stamp > 255:  # one byte per item keeps the stamps in cache; wrap: clear them
-            visited[:] = 0
-            stamp = 1
+        stamp = _next_stamp(visited, stamp, 256)  # one byte per item keeps the stamps in cache
         if w > 0:  # the query in code space: unit for angular, scaled like the items otherwise
             sc = np.float32(qscale)
             if metric == 0:

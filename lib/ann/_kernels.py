@@ -31,10 +31,12 @@ from backbeat.ann._rows import NEAR
 from backbeat.ann._rows import angular_gap as _angular_gap
 from backbeat.ann._rows import finite as _finite
 from backbeat.ann._rows import margin as _margin
+from backbeat.ann._rows import next_stamp as _next_stamp
 from backbeat.ann._rows import pad as _pad
 from backbeat.ann._select import kth as _kth
 
 AHEAD = 8  # distance pass: prefetch the record of the candidate this many places ahead
+STAMPS = 1 << 14  # query stamps: 14 bits of an item's uint16 "seen" word, 2 bits of votes
 PREFETCH_FROM = 1 << 20  # file bytes from which the search prefetches (below, a core's L2 holds it)
 
 
@@ -152,16 +154,6 @@ def _scan(i32, f32, n_items, check, s4, v4, q, qq, f, metric, best_k, best_i, k)
             continue  # a hole: in no tree
         nb = _keep(best_k, best_i, nb, k, _key(f32, item * s4, v4, q, qq, f, metric), item)
     return nb
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _next_stamp(seen, stamp):  # pragma: no cover - compiled
-    """The stamp of the next query: 14 bits, so on wrapping every earlier query is forgotten."""
-    stamp += 1
-    if stamp >= 1 << 14:
-        seen[:] = 0
-        stamp = 1
-    return stamp
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -343,7 +335,7 @@ def search(i32, f32, roots, params, flat_qs, seen, flat_ids, flat_d):  # pragma:
             bad = b if bad < 0 else bad
             _pad(out_ids, out_d, b, 0, k)
             continue
-        stamp = _next_stamp(seen, stamp)
+        stamp = _next_stamp(seen, stamp, STAMPS)
         hk, cand, keys = _answer(i32, f32, roots, params, q, seen, stamp, out_ids, out_d, b, hk, best_k,
                                  best_i, cand, keys)
     params[13] = stamp  # the next call goes on from here
@@ -378,7 +370,7 @@ def one(f32, state, q):  # pragma: no cover - compiled
     if not _finite(q, f):
         _pad(out_ids, out_d, 0, 0, k)
         return 0
-    stamp = _next_stamp(seen, params[13])
+    stamp = _next_stamp(seen, params[13], STAMPS)
     _answer(i32, f32, roots, params, q, seen, stamp, out_ids, out_d, 0, hk, best_k, best_i, cand, keys)
     params[13] = stamp
     return -1

@@ -1,7 +1,7 @@
 """Per-query-row steps both compiled searches (``_kernels``, ``_graph_kernels``) share: the check
-that a query row is finite, annoy's margin of a split (both walk annoy's trees), the padding of an
-output row past its last answer, and the angular distance of near-identical vectors computed
-again."""
+that a query row is finite, the next "seen" stamp, annoy's margin of a split (both walk annoy's
+trees), the padding of an output row past its last answer, and the angular distance of
+near-identical vectors computed again."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def finite(q, f):  # pragma: no cover - compiled
     for j in range(f):
         ok &= np.isfinite(q[j])
     return ok
+
+
+@njit(cache=True, nogil=True, inline="always")
+def next_stamp(marks, stamp, limit):  # pragma: no cover - compiled
+    """The stamp after ``stamp``, below ``limit``: marks hold the stamp of the query (or walk)
+    that set them, so none needs clearing, except on wrapping, when all are."""
+    stamp += 1
+    if stamp >= limit:
+        marks[:] = 0
+        stamp = 1
+    return stamp
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -23,6 +23,16 @@ from backbeat.ann import graph as G
 CAND_ROOM = 1 << 16  # candidates a tree runner's single-query state has room for, at most
 
 
+def _lists(ids: np.ndarray, dist: np.ndarray, distances: bool) -> tuple[list[int], list[float] | None]:
+    """One query's output row as annoy's lists, without the -1 padding (distances if asked)."""
+    got = ids.tolist()
+    if got[-1] >= 0:
+        return got, dist.tolist() if distances else None
+    n = got.index(-1)
+    del got[n:]
+    return got, dist[:n].tolist() if distances else None
+
+
 class _Runner:
     """What both compiled searches share: their calls take ``(*arrays, params, queries, stamps,
     ids, distances)``, queries and answers as flat rows (numba passes 1-D arrays for less); a
@@ -57,14 +67,7 @@ class _Runner:
         if self._key != (k, search_k, 1):
             self._setup(k, search_k, 1)
         bad = self._kernel(*self._arrays, self._params, q, self._stamps, self._ids, self._dist)
-        if bad >= 0:
-            return None
-        ids = self._ids.tolist()
-        if ids[-1] >= 0:
-            return ids, self._dist.tolist() if distances else None
-        got = ids.index(-1)
-        del ids[got:]
-        return ids, self._dist[:got].tolist() if distances else None
+        return None if bad >= 0 else _lists(self._ids, self._dist, distances)
 
     def many(self, qs: np.ndarray, k: int, search_k: int,
              votes: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
@@ -156,12 +159,7 @@ class TreeRunner(_Runner):
             self._setup(k, search_k, 1)
         if self._one(self._f32, self._state, q) >= 0:
             return None
-        ids = self._ids_v.tolist()
-        if ids[-1] >= 0:
-            return ids, self._dist_v.tolist() if distances else None
-        got = ids.index(-1)
-        del ids[got:]
-        return ids, self._dist_v[:got].tolist() if distances else None
+        return _lists(self._ids_v, self._dist_v, distances)
 
 
 class GraphRunner(_Runner):
