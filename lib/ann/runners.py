@@ -90,8 +90,7 @@ class TreeRunner(_Runner):
     and the scratch of a query (its layout: ``_kernels.ST_*``). The parameters and stamps of the
     batched path are views of the same state, so both share the query stamp."""
 
-    __slots__ = ("_n_roots", "_one", "_f32", "_state", "_roots", "_n_items", "_K", "_caps", "_ids_v",
-                 "_dist_v")
+    __slots__ = ("_n_roots", "_one", "_f32", "_state", "_roots", "_n_items", "_K", "_caps")
 
     def __init__(self, kernel: Any, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], params: np.ndarray,
                  n_items: int, holes: bool) -> None:
@@ -149,9 +148,9 @@ class TreeRunner(_Runner):
         self._params[14] = votes
         from backbeat.ann import _kernels as K
 
-        st = self._state
-        self._ids_v = st[st[K.ST_IDS]:st[K.ST_IDS] + k]
-        self._dist_v = st[st[K.ST_DIST]:].view(np.float32)[:k]
+        st = self._state  # the output row: where ``one`` writes it
+        self._ids = st[st[K.ST_IDS]:st[K.ST_IDS] + k]
+        self._dist = st[st[K.ST_DIST]:].view(np.float32)[:k]
 
     def one(self, q: np.ndarray, k: int, search_k: int,
             distances: bool = True) -> tuple[list[int], list[float] | None] | None:
@@ -159,7 +158,7 @@ class TreeRunner(_Runner):
             self._setup(k, search_k, 1)
         if self._one(self._f32, self._state, q) >= 0:
             return None
-        return _lists(self._ids_v, self._dist_v, distances)
+        return _lists(self._ids, self._dist, distances)
 
 
 class GraphRunner(_Runner):
