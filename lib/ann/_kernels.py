@@ -130,6 +130,29 @@ def _push(hk, size, key):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _pop(hk, size):  # pragma: no cover - compiled
+    """Drop the top of the max-heap ``hk[:size]`` (the last entry sifts down from the top); the
+    new size."""
+    size -= 1
+    if size > 0:
+        key = hk[size]
+        pos = 0
+        while True:
+            c = 2 * pos + 1
+            if c >= size:
+                break
+            if c + 1 < size and hk[c + 1] > hk[c]:
+                c += 1
+            if hk[c] > key:
+                hk[pos] = hk[c]
+                pos = c
+            else:
+                break
+        hk[pos] = key
+    return size
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _score(f32, cand, nc, s4, v4, q, qq, f, metric, keys, ahead):  # pragma: no cover - compiled
     """The keys of candidates ``cand[:nc]``, each record asked for ``AHEAD`` candidates early
     when ``ahead``."""
@@ -210,22 +233,7 @@ def _answer(i32, f32, roots, params, q, seen, stamp,  # pragma: no cover - compi
             if collected >= search_k or size == 0:
                 break
             d, i = _unpack(hk[0])
-            size -= 1
-            if size > 0:  # the last entry sifts down from the top
-                key = hk[size]
-                pos = 0
-                while True:
-                    c = 2 * pos + 1
-                    if c >= size:
-                        break
-                    if c + 1 < size and hk[c + 1] > hk[c]:
-                        c += 1
-                    if hk[c] > key:
-                        hk[pos] = hk[c]
-                        pos = c
-                    else:
-                        break
-                hk[pos] = key
+            size = _pop(hk, size)
         base = i * s4
         nd = i32[base]
         if nd > K:
