@@ -266,8 +266,8 @@ def knobs_for(trees: int, n: int) -> list[int]:
     0.90 and 0.99, and on a small index (below 10,000 items) dense below 1,000 too, where it does,
     plus ``trees x n``, every leaf slot: from there annoy collects every item (the exact answer, the
     top of the curve; Backbeat scores the items in file order instead of walking the trees)."""
-    base = [100, 300, 1000, 3000, 6000, 10000, 12000, 15000, 20000, 30000, 40000, 50000, 60000, 80000,
-            160000, 320000]
+    base = [100, 300, 1000, 3000, 6000, 10000, 12000, 13000, 14000, 15000, 20000, 30000, 40000, 50000,
+            60000, 70000, 80000, 160000, 320000]
     if n < 10_000:
         base = sorted({*base, 150, 200, 250, 400, 500, 600, 700, 800})
     knobs = [k for k in base if k >= trees * K and k <= max(4 * n, 1000)]
@@ -351,6 +351,8 @@ def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str
         return index
 
     plain, trees_only = timed_build(make, lambda index: index.build(trees, n_jobs=1, graph=False))
+    plain_path = workdir / f"backbeat-{trees}-trees-only.ann"
+    plain.save(plain_path)
     del plain
     gc.collect()
     path = workdir / f"backbeat-{trees}.ann"
@@ -376,7 +378,30 @@ def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str
     rss = rss_mb() - before
     index.unload()
     return {"build_s": build, "trees_build_s": trees_only, "graph": graph, "bytes": path.stat().st_size,
-            "rss_mb": rss, "points": pts, "path": str(path)}
+            "rss_mb": rss, "points": pts, "path": str(path), "trees_path": str(plain_path)}
+
+
+def run_trees_only(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int,
+                   built: dict, budget_s: float) -> dict:
+    """Backbeat's forest without the graph (``build(n, graph=False)``, timed by ``run_backbeat``),
+    over annoy's knobs: the choice for a user who wants annoy's build time and file size (the
+    graph costs both), and what it gives up."""
+    from backbeat.ann import AnnIndex
+
+    path = Path(built["trees_path"])
+    gc.collect()
+    before = rss_mb()
+    index = AnnIndex(base.shape[1], metric)
+    index.load(path)
+    index.get_nns_by_vector(q[0], K)
+
+    def one(row: np.ndarray, sk: int) -> list[int]:
+        return index.get_nns_by_vector(row, K, search_k=sk)
+
+    pts = sweep(f"backbeat {trees}, no graph", knobs_for(trees, base.shape[0]), one, q, truth, budget_s)
+    rss = rss_mb() - before
+    index.unload()
+    return {"build_s": built["trees_build_s"], "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
 # ------------------------------------------------------------------------------------ PSS check
@@ -471,6 +496,9 @@ def run_dataset(name: str, base: np.ndarray, q: np.ndarray, metric: str, trees: 
         if "replay" not in skip:
             m[f"backbeat on annoy's {t}"] = run_replay(base, q, truth, metric, t, workdir, budget_s)
         m[f"backbeat {t} trees"] = run_backbeat(base, q, truth, metric, t, workdir, budget_s)
+        if m[f"backbeat {t} trees"]["graph"] and "trees-only" not in skip:
+            m[f"backbeat {t} trees, no graph"] = run_trees_only(base, q, truth, metric, t,
+                                                                m[f"backbeat {t} trees"], budget_s)
     if "pss" not in skip:
         biggest = m[f"backbeat {max(trees)} trees"]["path"]
         results["pss"] = pss_check(biggest, base.shape[1], metric)
@@ -481,7 +509,7 @@ def run_dataset(name: str, base: np.ndarray, q: np.ndarray, metric: str, trees: 
 def summarize(results: dict, trees: list[int]) -> None:
     m = results["methods"]
     print(f"\n-- {results['dataset']}: best QPS at recall@10 >= 0.90 / >= 0.99, build, file, memory")
-    print(f"  {'method':<26}{'qps@0.90':>10}{'qps@0.99':>10}{'build s':>9}{'file MB':>9}{'RSS MB':>8}")
+    print(f"  {'method':<30}{'qps@0.90':>10}{'qps@0.99':>10}{'build s':>9}{'file MB':>9}{'RSS MB':>8}")
     for name, r in m.items():
         for mode in ("single", "batch"):
             pts = r["points"][mode]
@@ -490,7 +518,7 @@ def summarize(results: dict, trees: list[int]) -> None:
             label = name + (" (batched)" if mode == "batch" else "")
             q90, q99 = best_qps(pts, 0.90), best_qps(pts, 0.99)
             size = f"{r['bytes'] / 2**20:9.1f}" if r.get("bytes") else f"{'-':>9}"
-            print(f"  {label:<26}{q90 or 0:10.0f}{q99 or 0:10.0f}{r['build_s']:9.1f}{size}{r['rss_mb']:8.0f}")
+            print(f"  {label:<30}{q90 or 0:10.0f}{q99 or 0:10.0f}{r['build_s']:9.1f}{size}{r['rss_mb']:8.0f}")
     ratios = {}
     annoy_pts = [p for t in trees for p in m[f"annoy {t} trees"]["points"]["single"]]
     bb_single = [p for t in trees for p in m[f"backbeat {t} trees"]["points"]["single"]]
@@ -515,13 +543,20 @@ def summarize(results: dict, trees: list[int]) -> None:
             ratios[f"annoy_file_replay_vs_annoy_{t}"] = float(np.median(speedups)) if speedups else None
         ratios[f"trees_only_build_vs_annoy_{t}"] = (
             m[f"backbeat {t} trees"]["trees_build_s"] / m[f"annoy {t} trees"]["build_s"])
+        plain = m.get(f"backbeat {t} trees, no graph")
+        if plain is not None:  # the forest alone: annoy's budget of build time and file size
+            for floor in (0.90, 0.99):
+                a = best_qps(m[f"annoy {t} trees"]["points"]["single"], floor)
+                b = best_qps(plain["points"]["single"], floor)
+                ratios[f"trees_only_single_vs_annoy_{t}@{floor}"] = (b / a) if a and b else None
+            ratios[f"trees_only_size_vs_annoy_{t}"] = plain["bytes"] / m[f"annoy {t} trees"]["bytes"]
     if "pss" in results:
         ratios["pss_added_over_file_8proc"] = results["pss"]["added_over_file"]
     results["ratios"] = ratios
     print("  ratios (targets: single >= 2x annoy; batched >= 1x hnswlib; build <= 1x; size <= 1x; "
           "PSS < +10%)")
     for k, v in ratios.items():
-        print(f"    {k:<30} {'n/a' if v is None else f'{v:.2f}'}")
+        print(f"    {k:<36} {'n/a' if v is None else f'{v:.2f}'}")
 
 
 def plot(all_results: list[dict], out: Path) -> None:
@@ -532,6 +567,7 @@ def plot(all_results: list[dict], out: Path) -> None:
 
     fig, axes = plt.subplots(1, len(all_results), figsize=(7 * len(all_results), 5.2), squeeze=False)
     for ax, res in zip(axes[0], all_results, strict=True):
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)  # a colour per curve (13 on GloVe-50)
         for name, r in res["methods"].items():
             for mode in ("single", "batch"):
                 pts = r["points"][mode]
@@ -683,7 +719,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--datasets", default="glove,digits")
     ap.add_argument("--trees", default="10,50")
     ap.add_argument("--skip", default="",
-                    help="comma list of: faiss, faiss-hnsw, hnswlib, replay (backbeat on annoy's files), pss")
+                    help="comma list of: faiss, faiss-hnsw, hnswlib, replay (backbeat on annoy's files), "
+                         "trees-only (backbeat's forest without the graph), pss")
     ap.add_argument("--plot", default=None,
                     help="plot file (default docs/ann_recall_qps.png on full runs of both datasets)")
     ap.add_argument("--budget", type=float, default=None, help="seconds per sweep point (min 100 queries)")
@@ -729,6 +766,7 @@ def main(argv: list[str] | None = None) -> None:
             tag = ("quick-" if args.quick else "") + ds
             for r in res["methods"].values():
                 r.pop("path", None)
+                r.pop("trees_path", None)
             (CACHE / f"ann-{tag}.json").write_text(json.dumps(res, indent=1))
             all_results.append(res)
     full = not args.quick and sorted(args.datasets.split(",")) == ["digits", "glove"]
