@@ -307,14 +307,14 @@ def run_annoy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, t
     return {"build_s": build, "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
-def run_replay(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,
-               budget_s: float) -> dict:
-    """Backbeat answering from the file annoy just wrote (no graph: the compiled replay of annoy's
-    search, same candidates for the same ``search_k``), over annoy's knobs: the speed a user gets
-    by changing only the import."""
+def _sweep_file(path: Path, base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int,
+                label: str, budget_s: float) -> tuple[dict[str, list[dict[str, float]]], float]:
+    """Backbeat answering one query at a time from the file at ``path`` over annoy's knobs: the
+    sweep's points and the memory (MB) the loaded index added."""
     from backbeat.ann import AnnIndex
 
-    path = workdir / f"annoy-{trees}.ann"
+    gc.collect()
+    before = rss_mb()
     index = AnnIndex(base.shape[1], metric)
     index.load(path)
     index.get_nns_by_vector(q[0], K)  # kernels loaded outside the timings
@@ -322,8 +322,19 @@ def run_replay(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, 
     def one(row: np.ndarray, sk: int) -> list[int]:
         return index.get_nns_by_vector(row, K, search_k=sk)
 
-    pts = sweep(f"backbeat on annoy's {trees}", knobs_for(trees, base.shape[0]), one, q, truth, budget_s)
+    pts = sweep(label, knobs_for(trees, base.shape[0]), one, q, truth, budget_s)
+    rss = rss_mb() - before
     index.unload()
+    return pts, rss
+
+
+def run_replay(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, workdir: Path,
+               budget_s: float) -> dict:
+    """Backbeat answering from the file annoy just wrote (no graph: the compiled replay of annoy's
+    search, same candidates for the same ``search_k``), over annoy's knobs: the speed a user gets
+    by changing only the import."""
+    path = workdir / f"annoy-{trees}.ann"
+    pts, _ = _sweep_file(path, base, q, truth, metric, trees, f"backbeat on annoy's {trees}", budget_s)
     return {"build_s": 0.0, "bytes": path.stat().st_size, "rss_mb": 0.0, "points": pts}
 
 
@@ -383,24 +394,11 @@ def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str
 
 def run_trees_only(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int,
                    built: dict, budget_s: float) -> dict:
-    """Backbeat's forest without the graph (``build(n, graph=False)``, timed by ``run_backbeat``),
-    over annoy's knobs: the choice for a user who wants annoy's build time and file size (the
-    graph costs both), and what it gives up."""
-    from backbeat.ann import AnnIndex
-
+    """Backbeat's forest without the graph (``build(n, graph=False)``, built and timed by
+    ``run_backbeat``), over annoy's knobs: the choice for a user who wants annoy's build time and
+    file size (the graph costs both), and what it gives up."""
     path = Path(built["trees_path"])
-    gc.collect()
-    before = rss_mb()
-    index = AnnIndex(base.shape[1], metric)
-    index.load(path)
-    index.get_nns_by_vector(q[0], K)
-
-    def one(row: np.ndarray, sk: int) -> list[int]:
-        return index.get_nns_by_vector(row, K, search_k=sk)
-
-    pts = sweep(f"backbeat {trees}, no graph", knobs_for(trees, base.shape[0]), one, q, truth, budget_s)
-    rss = rss_mb() - before
-    index.unload()
+    pts, rss = _sweep_file(path, base, q, truth, metric, trees, f"backbeat {trees}, no graph", budget_s)
     return {"build_s": built["trees_build_s"], "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
