@@ -212,19 +212,27 @@ def test_close_racing_8_concurrent_ingests(platform, delivery, producer, round_)
     )
     messages = _capture(platform, stream)
     errors: list[BaseException] = []
-    queue = list(messages)
+    # the last few messages wait for the close to finish, so some arrive late whatever the threads'
+    # timing (without them a close that lost the race to all 32 other messages diverted none: a
+    # flaky test); the rest of the second half is ingested while the close runs
+    queue, last = list(messages[4:]), list(messages[:4])
     lock = threading.Lock()
     start = threading.Barrier(9)
     half_done = threading.Event()
+    closed = threading.Event()
     done = [0]
 
     def ingester():
         start.wait()
         while True:
             with lock:
-                if not queue:
-                    return
-                m = queue.pop()
+                m = queue.pop() if queue else None
+            if m is None:
+                closed.wait(60)
+                with lock:
+                    if not last:
+                        return
+                    m = last.pop()
             try:
                 delivery.ingest(m)
             except BaseException as exc:  # noqa: BLE001
@@ -237,7 +245,10 @@ def test_close_racing_8_concurrent_ingests(platform, delivery, producer, round_)
     def closer():
         start.wait()
         half_done.wait(30)
-        delivery.tick(H.parse_time("2026-03-01T11:05"))  # while the other half is being ingested
+        try:
+            delivery.tick(H.parse_time("2026-03-01T11:05"))  # while the other half is being ingested
+        finally:
+            closed.set()
 
     delivery.wire_local(ingest=False)  # dedupe listens on hour-closed (a topic without subscribers drops)
     threads = [threading.Thread(target=ingester) for _ in range(8)] + [threading.Thread(target=closer)]
