@@ -65,6 +65,7 @@ class AnnIndex:
         self._use_graph = True
         self._gstate: dict[str, Any] | None = None
         self._local = threading.local()  # per thread: its compiled search (runners.py)
+        self._links_ok = False  # the forest's links checked (links.py), once before a compiled search
         self._shape = (self.f,)
 
     @property
@@ -353,6 +354,7 @@ class AnnIndex:
         self._gstate = None
         self._local = threading.local()
         self._use_graph = True
+        self._links_ok = False
 
     def unload(self) -> bool:
         """Drop the index (unmap the file)."""
@@ -451,6 +453,7 @@ class AnnIndex:
             run = self._tree_runner()
             if run is None:
                 return None
+        self._check_links()
         self._local.runner = run
         return run
 
@@ -462,8 +465,24 @@ class AnnIndex:
             if st is None:
                 return None
             run = TreeRunner(st["kernel"], st["arrays"], st["params"], self._n_items, st["holes"])
+            self._check_links()
             self._local.trees = run
         return run
+
+    def _check_links(self) -> None:
+        """The forest's links checked once per index (``links.check_trees``) before a compiled
+        search follows them: a damaged file raises ``AnnFormatError`` instead of crashing or
+        hanging the process."""
+        if self._links_ok:
+            return
+        from backbeat.ann.links import check_trees
+
+        i32 = np.frombuffer(self._buf, "<i4", count=self._views.n_nodes * self._layout.size // 4)
+        try:
+            check_trees(i32, self._layout, self._n_items, self._roots)
+        except AnnFormatError as exc:
+            raise AnnFormatError(f"{self._path}: {exc}" if self._path else str(exc)) from None
+        self._links_ok = True
 
     def _fast_state(self) -> dict[str, Any]:
         if self._fast is None:
