@@ -436,6 +436,7 @@ class AnnIndex:
         else:
             from backbeat.ann.search import exact_nns
 
+            self._check_links()
             ids, dist = exact_nns(views, self._roots, self._n_items, q, n, search_k)
         return (ids, dist) if include_distances else ids
 
@@ -470,13 +471,16 @@ class AnnIndex:
         return run
 
     def _check_links(self) -> None:
-        """The forest's links checked once per index (``links.check_trees``) before a compiled
-        search follows them: a damaged file raises ``AnnFormatError`` instead of crashing or
-        hanging the process."""
+        """The forest's links checked once per index (``links.check_trees``) before a search
+        follows them: a damaged file raises ``AnnFormatError`` instead of crashing or hanging the
+        process."""
         if self._links_ok:
             return
-        from backbeat.ann.links import check_trees
-
+        try:
+            from backbeat.ann.links import check_trees
+        except ImportError:  # numba missing: the pure-Python search goes unchecked
+            self._links_ok = True
+            return
         i32 = np.frombuffer(self._buf, "<i4", count=self._views.n_nodes * self._layout.size // 4)
         try:
             check_trees(i32, self._layout, self._n_items, self._roots)
@@ -602,6 +606,7 @@ class AnnIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         from backbeat.ann.search import beam_query
 
+        self._check_links()
         st = self._fast_state()
         n_leaves = max(len(self._roots), int(np.ceil(budget / st["mean_leaf"])))
         ids = np.empty((qs.shape[0], k), np.int64)

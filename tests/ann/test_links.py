@@ -130,10 +130,32 @@ def test_the_graph_search_is_guarded_too(tmp_path):
         loaded.query(x[:3], 10, search_k=500)
 
 
-@pytest.mark.parametrize("metric", [m for m in METRICS if m != "hamming"])
+@pytest.mark.parametrize("metric", METRICS)
 def test_files_annoy_wrote_pass_the_check(annoy_files, metric):
     path, x, present = annoy_files[metric]
     index = AnnIndex(x.shape[1], metric)
     index.load(path)
     index._check_links()  # holes, every metric's layout: no false alarm
     assert index.get_nns_by_vector(x[0], 3, search_k=100)
+
+
+def test_hamming_numpy_search_is_guarded_too(tmp_path):
+    # hamming has no compiled search: the numpy one (one query and batched) is checked the same way
+    x = vectors("hamming", 1_000)
+    index = AnnIndex(x.shape[1], "hamming")
+    index.set_seed(3)
+    index.add_items(x)
+    index.build(5)
+    path = tmp_path / "hamming.ann"
+    index.save(path)
+    lay = index.layout
+    words = np.fromfile(path, "<i4").reshape(-1, lay.size // 4)
+    words[_first(words, len(x), lay.K, split=False), lay.off_children // 4] = 1 << 28
+    bad = tmp_path / "bad.ann"
+    words.tofile(bad)
+    loaded = AnnIndex(x.shape[1], "hamming")
+    loaded.load(bad)
+    with pytest.raises(AnnFormatError, match="lists item 268435456, outside 0..999"):
+        loaded.get_nns_by_vector(x[0], 10, search_k=300)
+    with pytest.raises(AnnFormatError, match="lists item 268435456, outside 0..999"):
+        loaded.query(x[:3], 10, search_k=300)
