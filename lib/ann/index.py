@@ -65,7 +65,7 @@ class AnnIndex:
         self._use_graph = True
         self._gstate: dict[str, Any] | None = None
         self._local = threading.local()  # per thread: its compiled search (runners.py)
-        self._links_ok = False  # the forest's links checked (links.py), once before a compiled search
+        self._links_ok = False  # the forest's links checked (links.py), once before the first search
         self._shape = (self.f,)
 
     @property

@@ -1,4 +1,4 @@
-"""The forest's links checked once before a compiled search follows them.
+"""The forest's links checked once before a search follows them.
 
 Why: annoy's search, and the compiled ones here, trust every link of a tree. In a damaged file a
 leaf id or a child index outside the file makes the search read outside the mapping (and write
