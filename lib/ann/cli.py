@@ -26,6 +26,9 @@ def build(
     graph: bool = typer.Option(None, "--graph/--no-graph",
                                help="Store a neighbour graph for fast queries (default: from 2,000 items)."),
     jobs: int = typer.Option(-1, "--jobs", "-j", help="Threads for the graph build (-1: one per CPU)."),
+    codes: bool = typer.Option(None, "--codes/--no-codes",
+                               help="Without a graph: store 4-bit codes of the items, which the tree search "
+                                    "ranks its candidates by (default: from 2,000 items)."),
 ) -> None:
     """Build an index from a .npy matrix, with a progress bar per tree, then per graph step."""
     import numpy as np
@@ -48,7 +51,7 @@ def build(
     with Progress(*columns) as progress:
         task = progress.add_task("building trees", total=trees if trees > 0 else None)
         step = progress.add_task("graph", total=None, visible=False)
-        index.build(trees, jobs, graph=graph,
+        index.build(trees, jobs, graph=graph, codes=codes,
                     progress=lambda done, total: progress.update(task, completed=done),
                     graph_progress=lambda msg: progress.update(step, description=msg, visible=True))
     index.save(out)

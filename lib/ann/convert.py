@@ -4,8 +4,8 @@
 keep their plane and ``dot_factor``; leaf id lists are moved over whole. ``v2`` -> ``v1`` drops
 them again. Both directions keep every id, so the same searches give the same answers as long as
 the split nodes' ``dot_factor`` is 0 (Backbeat writes it so; annoy 1.17.3's margin adds its
-square, annoy's later layout ignores it). A Backbeat neighbour graph in ``src`` is left out: the
-converted file is meant for annoy's readers (rebuild to get the graph back).
+square, annoy's later layout ignores it). A Backbeat neighbour graph or codes region in ``src`` is
+left out: the converted file is meant for annoy's readers (rebuild to get it back).
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def convert_dot_layout(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
 
 def _without_graph(rec: np.ndarray, layout: Layout) -> np.ndarray:
-    """The records minus a Backbeat graph region (see ``backbeat.ann.graph``), if there is one."""
+    """The records minus a Backbeat region (a graph, ``backbeat.ann.graph``, or 4-bit codes,
+    ``backbeat.ann.codes``), if there is one: its records are not nodes and cannot be converted."""
+    from backbeat.ann import codes as C
     from backbeat.ann import graph as G
     from backbeat.ann.nodes import NodeViews, find_roots
 
@@ -84,6 +86,8 @@ def _without_graph(rec: np.ndarray, layout: Layout) -> np.ndarray:
     roots, m = find_roots(NodeViews(flat, layout, n))
     loc = G.locate(flat.view("<i4"), layout, n, len(roots), max(m, 0))
     if loc is None:
+        loc = C.locate(flat.view("<i4"), layout, n, len(roots), max(m, 0))
+    if loc is None:
         return rec
-    start, records, _ = loc
+    start, records = loc[0], loc[1]
     return np.concatenate([rec[:start], rec[start + records + 1:]])

@@ -7,8 +7,10 @@ ids and queries before ``build``/``load`` each raise a typed :class:`~backbeat.a
 
 Speed: indexes of at least ``graph.MIN_ITEMS`` items are built with a neighbour graph stored inside
 the file where annoy never looks (see ``backbeat.ann.graph``); queries then walk the graph from the
-trees' leaves instead of collecting thousands of candidates. Files without a graph (every file annoy
-wrote) are searched with annoy's own algorithm, candidate for candidate.
+trees' leaves instead of collecting thousands of candidates. A forest built without a graph carries
+the items' 4-bit codes instead (``backbeat.ann.codes``): annoy's candidates, ranked by their codes
+first and only the best few on their float records. Files without either (every file annoy wrote)
+are searched with annoy's own algorithm, candidate for candidate.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from backbeat.ann import graph as G
 from backbeat.ann.errors import AnnArgumentError, AnnFormatError, AnnIdError, AnnStateError, AnnVectorError
 from backbeat.ann.layout import DOT_LAYOUTS, METRICS, Layout, layout_for
 from backbeat.ann.nodes import NodeViews, find_roots
-from backbeat.ann.runners import GraphRunner, TreeRunner
+from backbeat.ann.runners import CodedTreeRunner, GraphRunner, TreeRunner
 
 QUERY_CHUNK = 64
 _F32 = np.dtype(np.float32)  # an array's dtype is this very object when it is native float32
@@ -64,6 +66,8 @@ class AnnIndex:
         self._graph: tuple[int, int, int] | None = None  # (first record, records, degree)
         self._use_graph = True
         self._gstate: dict[str, Any] | None = None
+        self._codes: tuple[int, int] | None = None  # (first record, records) of a codes region
+        self._use_codes = True
         self._local = threading.local()  # per thread: its compiled search (runners.py)
         self._links_ok = False  # the forest's links checked (links.py), once before the first search
         self._shape = (self.f,)
@@ -208,11 +212,16 @@ class AnnIndex:
     def build(
         self, n_trees: int, n_jobs: int = -1, progress: Callable[[int, int], None] | None = None,
         *, graph: bool | None = None, graph_progress: Callable[[str], None] | None = None,
+        codes: bool | None = None,
     ) -> bool:
         """Grow ``n_trees`` trees (``-1``: until the trees take as many nodes as the items), then the
         neighbour graph: ``graph=None`` builds it for indexes of at least ``graph.MIN_ITEMS`` items
         (angular, euclidean, manhattan, dot), ``True`` always (where the metric allows), ``False``
-        never (a plain annoy forest)."""
+        never. A forest without a graph gets the items' 4-bit codes (``backbeat.ann.codes``: the tree
+        search ranks its candidates by them first): ``codes=None`` from ``graph.MIN_ITEMS`` items,
+        ``True`` always (where the metric and dimension allow), ``False`` never (a plain annoy
+        forest, searched exactly as annoy searches it)."""
+        from backbeat.ann import codes as C
         from backbeat.ann.build import build_forest, leaf_orders
 
         if self._views is not None:
@@ -229,8 +238,16 @@ class AnnIndex:
         n_present = int(present.sum())
         if graph is True and not G.supported(self._layout):
             raise AnnStateError(f"build: no neighbour graph for metric {self.metric!r} with f={self.f}")
+        if codes is True and not C.supported(self._layout):
+            raise AnnStateError(f"build: no 4-bit codes for metric {self.metric!r} with f={self.f} "
+                                f"(metrics {', '.join(C.CODE_METRICS)}, f >= {C.MIN_F})")
         want = G.supported(self._layout) and n_present >= 2 and (
             graph is True or (graph is None and n_present >= G.MIN_ITEMS))
+        if want and codes is True:
+            raise AnnStateError("build: codes=True is for forests without a graph (the graph carries "
+                                "codes of its own); pass graph=False")
+        coded = not want and C.supported(self._layout) and n_present >= 1 and (
+            codes is True or (codes is None and n_present >= G.MIN_ITEMS))
         if want:
             buf, orders = build_forest(x, present, self._layout, int(n_trees), self._seed, progress,
                                        return_orders=True)
@@ -245,6 +262,10 @@ class AnnIndex:
             buf = G.splice(buf, len(roots), self._layout, adj, codes)
         else:
             buf = build_forest(x, present, self._layout, int(n_trees), self._seed, progress)
+            if coded:
+                views = NodeViews(buf, self._layout, buf.size // self._layout.size)
+                roots, _ = find_roots(views)
+                buf = C.splice(buf, len(roots), self._layout, C.encode(x, present, self.metric))
         self._x = self._present = None
         if self._on_disk is not None:
             _write_atomic(self._on_disk, buf)
@@ -270,10 +291,11 @@ class AnnIndex:
         return self.load(path, prefault)
 
     def load(self, fn: str | os.PathLike[str], prefault: bool = False, dot_layout: str | None = None,
-             graph: bool = True) -> bool:
+             graph: bool = True, codes: bool = True) -> bool:
         """Map file ``fn`` read-only (shared between processes). ``dot_layout`` forces ``v1``/``v2``
         for the dot metric; by default it is detected (see ``backbeat.ann.layout``). ``graph=False``
-        ignores a neighbour graph in the file: queries then replay annoy's search exactly."""
+        ignores a neighbour graph in the file, ``codes=False`` the items' 4-bit codes: with neither,
+        queries replay annoy's search exactly."""
         if self._views is not None:
             self.unload()
         path = Path(fn)
@@ -302,6 +324,7 @@ class AnnIndex:
             raise AnnFormatError(f"{path}: {exc}") from None
         self._mm = mm
         self._use_graph = bool(graph)
+        self._use_codes = bool(codes)
         return True
 
     def _pick_layout(self, path: Path, size: int, fd: int, dot_layout: str | None) -> Layout:
@@ -345,6 +368,11 @@ class AnnIndex:
 
         i32 = np.frombuffer(buf, "<i4", count=n_nodes * self._layout.size // 4) if n_nodes else None
         self._graph = G.locate(i32, self._layout, n_nodes, len(roots), max(m, 0)) if n_nodes else None
+        self._codes = None
+        if n_nodes and self._graph is None:
+            from backbeat.ann import codes as C
+
+            self._codes = C.locate(i32, self._layout, n_nodes, len(roots), max(m, 0))
         self._views = views
         self._buf = buf
         self._roots = roots
@@ -354,6 +382,7 @@ class AnnIndex:
         self._gstate = None
         self._local = threading.local()
         self._use_graph = True
+        self._use_codes = True
         self._links_ok = False
 
     def unload(self) -> bool:
@@ -465,10 +494,26 @@ class AnnIndex:
             st = self._compiled()
             if st is None:
                 return None
-            run = TreeRunner(st["kernel"], st["arrays"], st["params"], self._n_items, st["holes"])
+            coded = self._coded_arrays()
+            if coded is not None:
+                run = CodedTreeRunner(st["arrays"], st["params"], self._n_items, st["holes"], *coded)
+            else:
+                run = TreeRunner(st["kernel"], st["arrays"], st["params"], self._n_items, st["holes"])
             self._check_links()
             self._local.trees = run
         return run
+
+    def _coded_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The codes region's ``(codes, table)`` when the file has one and it is used."""
+        if self._codes is None or not self._use_codes:
+            return None
+        from backbeat.ann import codes as C
+
+        raw = np.frombuffer(self._buf, np.uint8, count=self._views.n_nodes * self._layout.size)
+        try:
+            return C.views(raw, self._layout, *self._codes, self._n_items)
+        except AnnFormatError as exc:
+            raise AnnFormatError(f"{self._path}: {exc}" if self._path else str(exc)) from None
 
     def _check_links(self) -> None:
         """The forest's links checked once per index (``links.check_trees``) before a search
@@ -495,7 +540,8 @@ class AnnIndex:
             n_items = self._n_items
             item_nd = np.asarray(nd[:n_items]) if n_items else np.zeros(0, np.int32)
             holes = bool((item_nd != 1).any()) or n_items <= views.K
-            end = self._graph[0] if self._graph is not None else views.n_nodes
+            region = self._graph or self._codes
+            end = region[0] if region is not None else views.n_nodes
             tree = np.asarray(nd[n_items:end])
             leaves = tree[(tree >= 1) & (tree <= views.K)]
             mean_leaf = float(leaves.mean()) if leaves.size else 1.0
@@ -574,7 +620,8 @@ class AnnIndex:
         from the trees' first leaves; ``search_k`` keeps annoy's meaning of "about how many items to
         compare" (beam width ``search_k // 10``, default ``k * n_trees``). Without one (files annoy
         wrote, ``load(graph=False)``, hamming) the compiled kernel walks annoy's priority queue, so
-        the same file and ``search_k`` give annoy's candidates; without numba a vectorised numpy
+        the same file and ``search_k`` give annoy's candidates (ranked by the items' 4-bit codes
+        first where the file has them, see ``backbeat.ann.codes``); without numba a vectorised numpy
         beam search over all trees is used. ``votes=v`` (2 or 3, tree search only) ranks only ids met
         in at least ``v`` trees: fewer distance computations for a given ``search_k``."""
         views = self._views
@@ -634,6 +681,9 @@ class AnnIndex:
             "graph": None if self._graph is None else {
                 "degree": self._graph[2], "bytes": self._graph[1] * self._layout.size + self._layout.size,
                 "used": self._use_graph},
+            "codes": None if self._codes is None else {
+                "bits": 4, "bytes": self._codes[1] * self._layout.size + self._layout.size,
+                "used": self._use_codes},
         }
 
     def __enter__(self) -> AnnIndex:

@@ -178,3 +178,29 @@ class GraphRunner(_Runner):
     def _configure(self, k: int, search_k: int, votes: int) -> None:
         ef = G.ef_for(search_k, k, self._n_trees)
         self._params[9], self._params[10], self._params[11] = k, ef, G.seeds_for(ef, self._leaf)
+
+
+class CodedTreeRunner(TreeRunner):
+    """``TreeRunner`` over a file with a codes region (``backbeat.ann.codes``): the same queue and
+    candidates, ranked by their 4-bit codes before the best few are ranked on their float records
+    (``_kernels.one_coded`` / ``search_coded``, which take the codes and the quantiser's table)."""
+
+    __slots__ = ("_codes", "_tab")
+
+    def __init__(self, arrays: tuple[np.ndarray, np.ndarray, np.ndarray], params: np.ndarray, n_items: int,
+                 holes: bool, codes: np.ndarray, tab: np.ndarray) -> None:
+        from backbeat.ann import _kernels
+
+        super().__init__(_kernels.search_coded, arrays, params, n_items, holes)
+        self._arrays = (codes, tab, *arrays)
+        self._one = _kernels.one_coded
+        self._codes = codes
+        self._tab = tab
+
+    def one(self, q: np.ndarray, k: int, search_k: int,
+            distances: bool = True) -> tuple[list[int], list[float] | None] | None:
+        if self._key != (k, search_k, 1):
+            self._setup(k, search_k, 1)
+        if self._one(self._f32, self._state, q, self._codes, self._tab) >= 0:
+            return None
+        return _lists(self._ids, self._dist, distances)

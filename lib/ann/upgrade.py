@@ -66,8 +66,12 @@ def add_graph(
         x = np.zeros((n_items, f), np.float32)
         x[present] = np.asarray(views.v[:n_items])[present]
         n_roots = index.get_n_trees()
-    finally:
+        coded = index._codes  # 4-bit codes (a forest Backbeat built without a graph): the graph
+    finally:  # region takes their place (it carries codes of its own)
         index.unload()
+    if coded is not None:
+        s = layout.size
+        raw = np.concatenate([raw[: coded[0] * s], raw[(coded[0] + coded[1] + 1) * s:]])
     if found is not None:
         start, records, degree = found
         if progress:

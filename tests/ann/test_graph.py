@@ -23,7 +23,7 @@ def built(metric: str, graph: bool | None, tmp_path, n: int = N, name: str = "x.
     index = AnnIndex(x.shape[1], metric)
     index.set_seed(7)
     index.add_items(x)
-    index.build(4, graph=graph)
+    index.build(4, graph=graph, codes=False)  # "plain": the forest alone
     path = str(tmp_path / name)
     index.save(path)
     return index, path

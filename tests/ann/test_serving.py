@@ -129,6 +129,11 @@ def test_cli_build_info_query(tmp_path):
                               str(tmp_path / "q.npy"), "-k", "3", "--search-k", "500"])
     rows = [json.loads(line) for line in res.output.splitlines()]
     assert [r["ids"][0] for r in rows] == [0, 1]
+    coded = tmp_path / "coded.ann"  # 500 items: below the default threshold, codes asked for
+    res = runner.invoke(app, ["ann", "build", str(tmp_path / "x.npy"), str(coded), "--metric", "euclidean",
+                              "--trees", "4", "--no-graph", "--codes"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.splitlines()[-1])["codes"]["bits"] == 4
     # a wrong dimension is one clear line and exit 1 through the real entry point
     proc = subprocess.run([sys.executable, "-m", "backbeat.cli", "ann", "info", str(out), "--f", "17",
                            "--metric", "euclidean"], capture_output=True, text=True)
