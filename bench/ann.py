@@ -266,8 +266,8 @@ def knobs_for(trees: int, n: int) -> list[int]:
     0.90 and 0.99, and on a small index (below 10,000 items) dense below 1,000 too, where it does,
     plus ``trees x n``, every leaf slot: from there annoy collects every item (the exact answer, the
     top of the curve; Backbeat scores the items in file order instead of walking the trees)."""
-    base = [100, 300, 1000, 3000, 6000, 10000, 12000, 13000, 14000, 15000, 20000, 30000, 40000, 50000,
-            60000, 70000, 80000, 160000, 320000]
+    base = [100, 300, 1000, 3000, 6000, 7000, 8000, 10000, 12000, 13000, 14000, 15000, 20000, 25000, 30000,
+            40000, 50000, 60000, 70000, 80000, 160000, 320000]
     if n < 10_000:
         base = sorted({*base, 150, 200, 250, 400, 500, 600, 700, 800})
     knobs = [k for k in base if k >= trees * K and k <= max(4 * n, 1000)]
@@ -307,10 +307,12 @@ def run_annoy(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, t
     return {"build_s": build, "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
-def _sweep_file(path: Path, base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int,
-                label: str, budget_s: float) -> tuple[dict[str, list[dict[str, float]]], float]:
-    """Backbeat answering one query at a time from the file at ``path`` over annoy's knobs: the
-    sweep's points and the memory (MB) the loaded index added."""
+def _sweep_file(
+    path: Path, base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int, label: str,
+    budget_s: float, batched: bool = False,
+) -> tuple[dict[str, list[dict[str, float]]], float]:
+    """Backbeat answering one query at a time (and batched, if asked) from the file at ``path`` over
+    annoy's knobs: the sweep's points and the memory (MB) the loaded index added."""
     from backbeat.ann import AnnIndex
 
     gc.collect()
@@ -322,7 +324,10 @@ def _sweep_file(path: Path, base: np.ndarray, q: np.ndarray, truth: np.ndarray, 
     def one(row: np.ndarray, sk: int) -> list[int]:
         return index.get_nns_by_vector(row, K, search_k=sk)
 
-    pts = sweep(label, knobs_for(trees, base.shape[0]), one, q, truth, budget_s)
+    def batch(m: np.ndarray, sk: int) -> np.ndarray:
+        return index.query(m, K, sk)[0]
+
+    pts = sweep(label, knobs_for(trees, base.shape[0]), one, q, truth, budget_s, batch if batched else None)
     rss = rss_mb() - before
     index.unload()
     return pts, rss
@@ -394,11 +399,13 @@ def run_backbeat(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str
 
 def run_trees_only(base: np.ndarray, q: np.ndarray, truth: np.ndarray, metric: str, trees: int,
                    built: dict, budget_s: float) -> dict:
-    """Backbeat's forest without the graph (``build(n, graph=False)``, built and timed by
-    ``run_backbeat``), over annoy's knobs: the choice for a user who wants annoy's build time and
-    file size (the graph costs both), and what it gives up."""
+    """Backbeat's forest without the graph (``build(n, graph=False)``: the trees and the items' 4-bit
+    codes, built and timed by ``run_backbeat``), over annoy's knobs, one query at a time and
+    batched: the choice for a user who wants annoy's build time and file size (the graph costs
+    both), and what it gives up."""
     path = Path(built["trees_path"])
-    pts, rss = _sweep_file(path, base, q, truth, metric, trees, f"backbeat {trees}, no graph", budget_s)
+    pts, rss = _sweep_file(path, base, q, truth, metric, trees, f"backbeat {trees}, no graph", budget_s,
+                           batched=True)
     return {"build_s": built["trees_build_s"], "bytes": path.stat().st_size, "rss_mb": rss, "points": pts}
 
 
@@ -413,6 +420,9 @@ f, metric, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 w = AnnIndex(f, metric); w.add_items(np.random.rand(300, f))
 w.build(2, graph=None if metric == "hamming" else True)
 w.query(np.random.rand(3, f), 10)  # kernels loaded: code, not index memory
+if metric != "hamming" and f >= 8:  # and the coded tree search's
+    c = AnnIndex(f, metric); c.add_items(np.random.rand(300, f)); c.build(2, graph=False, codes=True)
+    c.query(np.random.rand(3, f), 10, 2000); c.get_nns_by_vector(np.random.rand(f), 10, search_k=2000)
 q = np.random.default_rng(0).standard_normal((200, f)).astype(np.float32)
 sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.readline()
 index = AnnIndex(f, metric); index.load(path, prefault=True); index.query(q, 10, 20000)
@@ -498,8 +508,10 @@ def run_dataset(name: str, base: np.ndarray, q: np.ndarray, metric: str, trees: 
             m[f"backbeat {t} trees, no graph"] = run_trees_only(base, q, truth, metric, t,
                                                                 m[f"backbeat {t} trees"], budget_s)
     if "pss" not in skip:
-        biggest = m[f"backbeat {max(trees)} trees"]["path"]
-        results["pss"] = pss_check(biggest, base.shape[1], metric)
+        biggest = m[f"backbeat {max(trees)} trees"]
+        results["pss"] = pss_check(biggest["path"], base.shape[1], metric)
+        if f"backbeat {max(trees)} trees, no graph" in m:  # the forest with its codes
+            results["pss_trees_only"] = pss_check(biggest["trees_path"], base.shape[1], metric)
     summarize(results, trees)
     return results
 
@@ -507,7 +519,7 @@ def run_dataset(name: str, base: np.ndarray, q: np.ndarray, metric: str, trees: 
 def summarize(results: dict, trees: list[int]) -> None:
     m = results["methods"]
     print(f"\n-- {results['dataset']}: best QPS at recall@10 >= 0.90 / >= 0.99, build, file, memory")
-    print(f"  {'method':<30}{'qps@0.90':>10}{'qps@0.99':>10}{'build s':>9}{'file MB':>9}{'RSS MB':>8}")
+    print(f"  {'method':<38}{'qps@0.90':>10}{'qps@0.99':>10}{'build s':>9}{'file MB':>9}{'RSS MB':>8}")
     for name, r in m.items():
         for mode in ("single", "batch"):
             pts = r["points"][mode]
@@ -516,7 +528,7 @@ def summarize(results: dict, trees: list[int]) -> None:
             label = name + (" (batched)" if mode == "batch" else "")
             q90, q99 = best_qps(pts, 0.90), best_qps(pts, 0.99)
             size = f"{r['bytes'] / 2**20:9.1f}" if r.get("bytes") else f"{'-':>9}"
-            print(f"  {label:<30}{q90 or 0:10.0f}{q99 or 0:10.0f}{r['build_s']:9.1f}{size}{r['rss_mb']:8.0f}")
+            print(f"  {label:<38}{q90 or 0:10.0f}{q99 or 0:10.0f}{r['build_s']:9.1f}{size}{r['rss_mb']:8.0f}")
     ratios = {}
     annoy_pts = [p for t in trees for p in m[f"annoy {t} trees"]["points"]["single"]]
     bb_single = [p for t in trees for p in m[f"backbeat {t} trees"]["points"]["single"]]
@@ -548,8 +560,14 @@ def summarize(results: dict, trees: list[int]) -> None:
                 b = best_qps(plain["points"]["single"], floor)
                 ratios[f"trees_only_single_vs_annoy_{t}@{floor}"] = (b / a) if a and b else None
             ratios[f"trees_only_size_vs_annoy_{t}"] = plain["bytes"] / m[f"annoy {t} trees"]["bytes"]
+            if "hnswlib" in m:
+                h = best_qps(m["hnswlib"]["points"]["single"], 0.90)
+                b = best_qps(plain["points"]["batch"], 0.90)
+                ratios[f"trees_only_batched_vs_hnswlib_{t}@0.9"] = (b / h) if h and b else None
     if "pss" in results:
         ratios["pss_added_over_file_8proc"] = results["pss"]["added_over_file"]
+    if "pss_trees_only" in results:
+        ratios["trees_only_pss_added_over_file_8proc"] = results["pss_trees_only"]["added_over_file"]
     results["ratios"] = ratios
     print("  ratios (targets: single >= 2x annoy; batched >= 1x hnswlib; build <= 1x; size <= 1x; "
           "PSS < +10%)")
