@@ -383,15 +383,12 @@ ST_ROOTS, ST_SEEN, ST_IDS, ST_DIST, ST_HEAP, ST_CAND, ST_KEYS, ST_BEST_K, ST_BES
 ST_WORDS = 35
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def one(f32, state, q):  # pragma: no cover - compiled
-    """``search`` for one query with three arguments instead of eight, its scratch in ``state``
-    (``runners.TreeRunner`` lays it out: the parameters, roots, stamps, output row, heap,
-    candidates): numba's dispatch costs ~0.07 us per array argument and each allocation ~0.05 us,
-    ~0.6 us of a 5 us call on a small index. Returns 0 if ``q`` holds NaN or inf, else -1."""
-    i32 = f32.view(np.int32)
+@njit(cache=True, nogil=True, inline="always")
+def _state_views(state):  # pragma: no cover - compiled
+    """The regions of a single-query ``state`` (``runners.TreeRunner._lay_out``) as views:
+    parameters, roots, stamps, output row (ids, distances), heap, candidates, keys, top k."""
     params = state[:N_PARAMS]
-    f, k = params[9], params[10]
+    k = params[10]
     roots = state[state[ST_ROOTS]:state[ST_ROOTS] + state[ST_ROOTS + 1]]
     seen = state[state[ST_SEEN]:].view(np.uint16)[:state[ST_SEEN + 1]]
     out_ids = state[state[ST_IDS]:state[ST_IDS] + k].reshape(1, k)
@@ -401,6 +398,18 @@ def one(f32, state, q):  # pragma: no cover - compiled
     keys = state[state[ST_KEYS]:].view(np.float32)[:state[ST_KEYS + 1]]
     best_k = state[state[ST_BEST_K]:].view(np.float32)[:k]
     best_i = state[state[ST_BEST_I]:state[ST_BEST_I] + k]
+    return params, roots, seen, out_ids, out_d, hk, cand, keys, best_k, best_i
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def one(f32, state, q):  # pragma: no cover - compiled
+    """``search`` for one query with three arguments instead of eight, its scratch in ``state``
+    (``runners.TreeRunner`` lays it out: the parameters, roots, stamps, output row, heap,
+    candidates): numba's dispatch costs ~0.07 us per array argument and each allocation ~0.05 us,
+    ~0.6 us of a 5 us call on a small index. Returns 0 if ``q`` holds NaN or inf, else -1."""
+    i32 = f32.view(np.int32)
+    params, roots, seen, out_ids, out_d, hk, cand, keys, best_k, best_i = _state_views(state)
+    f, k = params[9], params[10]
     if not _finite(q, f):
         _pad(out_ids, out_d, 0, 0, k)
         return 0
@@ -561,16 +570,8 @@ def search_coded(codes, tab, i32, f32, roots, params, flat_qs, seen, flat_ids, f
 def one_coded(f32, state, q, codes, tab):  # pragma: no cover - compiled
     """``one`` over a file with a codes region (see ``search_coded``)."""
     i32 = f32.view(np.int32)
-    params = state[:N_PARAMS]
+    params, roots, seen, out_ids, out_d, hk, cand, _, best_k, best_i = _state_views(state)
     f, k = params[9], params[10]
-    roots = state[state[ST_ROOTS]:state[ST_ROOTS] + state[ST_ROOTS + 1]]
-    seen = state[state[ST_SEEN]:].view(np.uint16)[:state[ST_SEEN + 1]]
-    out_ids = state[state[ST_IDS]:state[ST_IDS] + k].reshape(1, k)
-    out_d = state[state[ST_DIST]:].view(np.float32)[:k].reshape(1, k)
-    hk = state[state[ST_HEAP]:state[ST_HEAP] + state[ST_HEAP + 1]].view(np.uint64)
-    cand = state[state[ST_CAND]:state[ST_CAND] + state[ST_CAND + 1]]
-    best_k = state[state[ST_BEST_K]:].view(np.float32)[:k]
-    best_i = state[state[ST_BEST_I]:state[ST_BEST_I] + k]
     if not _finite(q, f):
         _pad(out_ids, out_d, 0, 0, k)
         return 0
