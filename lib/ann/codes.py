@@ -15,9 +15,10 @@ the items (values outside are clamped): ``code = floor((x - lo) / step)``, ``ste
 16``, decoded as ``lo + (code + 0.5) * step``. Angular codes are of the unit vectors (the ranking
 is then by cosine); euclidean, manhattan and dot codes are of the vectors themselves.
 
-Where it lives: like the graph region (``backbeat.ann.graph``), between the last tree node and the
-copies of the roots, ending with a header record whose ``n_descendants`` is 0: annoy's scan for
-roots stops there, and annoy never reaches the records before it. Region layout, version 1
+Where it lives: in a region like the graph's (``backbeat.ann.regions``), between the last tree
+node and the copies of the roots, ending with a header record whose ``n_descendants`` is 0:
+annoy's scan for roots stops there, and annoy never reaches the records before it. Region layout,
+version 1
 (``s`` = record size, int32 words little endian, byte offsets from the region's first byte)::
 
     records [g, g + m)      step: f float32, lo: f float32; from byte ``c`` (64-byte aligned in
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backbeat.ann import regions
 from backbeat.ann.errors import AnnFormatError
 from backbeat.ann.layout import Layout
 
@@ -106,19 +108,12 @@ def region(codes: Codes4, layout: Layout, at: int) -> np.ndarray:
     table = np.concatenate([codes.step, codes.lo]).astype("<f4").tobytes()
     c = -(-(at + len(table)) // ALIGN) * ALIGN - at
     body = table + bytes(c - len(table)) + np.ascontiguousarray(codes.codes).tobytes()
-    s = layout.size
-    m = -(-len(body) // s)
-    out = np.zeros((m + 1) * s, np.uint8)
-    out[: len(body)] = np.frombuffer(body, np.uint8)
-    words = np.array([0, MAGIC, (VERSION << 16) | BITS, n_items, m, c, w, f], "<i4")
-    out[m * s: m * s + 4 * HEADER_WORDS] = words.view(np.uint8)
-    return out
+    return regions.records(body, layout.size, MAGIC, (VERSION << 16) | BITS, n_items, c, w, f)
 
 
 def splice(buf: np.ndarray, n_roots: int, layout: Layout, codes: Codes4) -> np.ndarray:
     """``buf`` (a built forest) with a codes region inserted before the root copies."""
-    cut = buf.size - n_roots * layout.size
-    return np.concatenate([buf[:cut], region(codes, layout, cut), buf[cut:]])
+    return regions.splice(buf, n_roots, layout.size, lambda at: region(codes, layout, at))
 
 
 def locate(
@@ -126,13 +121,10 @@ def locate(
 ) -> tuple[int, int] | None:
     """``(first record, records)`` of the codes region, or None when the file has none. Raises
     AnnFormatError when a header is there but does not fit the file."""
-    s4 = layout.size // 4
-    h = n_nodes - n_roots - 1
-    if layout.size < 4 * HEADER_WORDS or h < n_items or n_items == 0:
+    found = regions.header(i32, layout, n_nodes, n_roots, n_items, MAGIC, HEADER_WORDS)
+    if found is None:
         return None
-    words = i32[h * s4: h * s4 + HEADER_WORDS]
-    if int(words[0]) != 0 or int(words[1]) != MAGIC:
-        return None
+    h, words = found
     version, bits = int(words[2]) >> 16, int(words[2]) & 0xFFFF
     if version != VERSION or bits != BITS:
         raise AnnFormatError(f"codes region version {version} with {bits}-bit codes is not supported "

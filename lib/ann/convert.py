@@ -77,6 +77,7 @@ def _without_graph(rec: np.ndarray, layout: Layout) -> np.ndarray:
     ``backbeat.ann.codes``), if there is one: its records are not nodes and cannot be converted."""
     from backbeat.ann import codes as C
     from backbeat.ann import graph as G
+    from backbeat.ann import regions
     from backbeat.ann.nodes import NodeViews, find_roots
 
     n = rec.shape[0]
@@ -89,5 +90,4 @@ def _without_graph(rec: np.ndarray, layout: Layout) -> np.ndarray:
         loc = C.locate(flat.view("<i4"), layout, n, len(roots), max(m, 0))
     if loc is None:
         return rec
-    start, records = loc[0], loc[1]
-    return np.concatenate([rec[:start], rec[start + records + 1:]])
+    return regions.drop(flat, layout.size, loc[0], loc[1]).reshape(-1, layout.size)

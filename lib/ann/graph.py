@@ -5,12 +5,12 @@ item's near neighbours lets a best-first search walk straight to the answer with
 distance computations (the idea behind HNSW, NSG and DiskANN). The trees stay: they are the entry
 points of the walk, and annoy itself keeps using them.
 
-Where it lives: in records annoy never reaches. Annoy finds its roots by scanning back from the end
-of the file while ``n_descendants`` equals the item count, and only ever visits nodes reachable
-from those roots; the graph region sits between the last tree node and the copies of the roots,
-and ends with a header record whose ``n_descendants`` is 0, which stops that scan exactly where it
-stopped before. So annoy loads a Backbeat file with a graph and answers from its trees as usual,
-and one file (one download, one shared mapping) carries both.
+Where it lives: in records annoy never reaches (a region, ``backbeat.ann.regions``). Annoy finds
+its roots by scanning back from the end of the file while ``n_descendants`` equals the item count,
+and only ever visits nodes reachable from those roots; the graph region sits between the last tree
+node and the copies of the roots, and ends with a header record whose ``n_descendants`` is 0, which
+stops that scan exactly where it stopped before. So annoy loads a Backbeat file with a graph and
+answers from its trees as usual, and one file (one download, one shared mapping) carries both.
 
 Region layout, version 2 (``s`` = record size, words are little-endian int32, byte offsets from
 the region's first byte)::
@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from backbeat.ann import hugepages as hp
+from backbeat.ann import regions
 from backbeat.ann.errors import AnnFormatError
 from backbeat.ann.layout import Layout
 
@@ -330,27 +331,17 @@ def _share(run: Callable[[list[tuple[int, int]]], Any], spans: list[tuple[int, i
             fut.result()
 
 
-def _records(body: bytes, s: int, version: int, degree: int, n_items: int, *extra: int) -> np.ndarray:
-    """``body`` padded to whole records of ``s`` bytes, then the header record: 0, the magic,
-    version and degree, items, records of body, then the ``extra`` words of the version."""
-    m = -(-len(body) // s)
-    out = np.zeros((m + 1) * s, np.uint8)
-    out[: len(body)] = np.frombuffer(body, np.uint8)
-    words = np.array([0, MAGIC, (version << 16) | degree, n_items, m, *extra], "<i4")
-    out[m * s: m * s + 4 * len(words)] = words.view(np.uint8)
-    return out
-
-
 def region_v1(adj: np.ndarray, layout: Layout) -> np.ndarray:
     """A version 1 region (the adjacency matrix, no codes): what Backbeat wrote before version 2;
     kept so that the reader of old files stays tested."""
-    return _records(adj.astype("<i4").tobytes(), layout.size, 1, adj.shape[1], adj.shape[0])
+    body = adj.astype("<i4").tobytes()
+    return regions.records(body, layout.size, MAGIC, (1 << 16) | adj.shape[1], adj.shape[0])
 
 
 def region(adj: np.ndarray, codes: Codes, layout: Layout, at: int) -> np.ndarray:
     """The graph region's records (uint8, a whole number of records, header last) for a region that
     starts at byte ``at`` of the file: each item's edges up to its first -1, packed, and the codes."""
-    n_items, R = adj.shape
+    n_items, degree = adj.shape
     if codes.codes.shape[0] != n_items:
         raise ValueError(f"codes for {codes.codes.shape[0]} items, adjacency for {n_items}")
     keep = np.cumprod(adj >= 0, axis=1, dtype=np.int8).astype(bool)  # the search stops at a -1
@@ -362,14 +353,14 @@ def region(adj: np.ndarray, codes: Codes, layout: Layout, at: int) -> np.ndarray
     c = -(-(at + len(lists)) // CODE_ALIGN) * CODE_ALIGN - at
     body = lists + bytes(c - len(lists)) + np.ascontiguousarray(codes.codes, np.int8).tobytes()
     scale_bits = int(np.array([codes.scale], "<f4").view("<i4")[0])
-    return _records(body, layout.size, VERSION, R, n_items, c, codes.codes.shape[1], scale_bits)
+    return regions.records(body, layout.size, MAGIC, (VERSION << 16) | degree, n_items, c,
+                           codes.codes.shape[1], scale_bits)
 
 
 def splice(buf: np.ndarray, n_roots: int, layout: Layout, adj: np.ndarray, codes: Codes) -> np.ndarray:
     """``buf`` (a built forest) with a graph region of ``adj`` and ``codes`` inserted before the
     root copies."""
-    cut = buf.size - n_roots * layout.size
-    return np.concatenate([buf[:cut], region(adj, codes, layout, cut), buf[cut:]])
+    return regions.splice(buf, n_roots, layout.size, lambda at: region(adj, codes, layout, at))
 
 
 def locate(
@@ -377,14 +368,10 @@ def locate(
 ) -> tuple[int, int, int] | None:
     """``(first record, records, degree)`` of the graph region, or None when the file has none.
     Raises AnnFormatError when a header is there but does not fit the file."""
-    s4 = layout.size // 4
-    h = n_nodes - n_roots - 1
-    if (layout.metric not in GRAPH_METRICS or layout.size < 4 * V1_HEADER_WORDS or h < n_items
-            or n_items == 0):
+    found = regions.header(i32, layout, n_nodes, n_roots, n_items, MAGIC, V1_HEADER_WORDS)
+    if layout.metric not in GRAPH_METRICS or found is None:
         return None
-    words = i32[h * s4: h * s4 + V1_HEADER_WORDS]
-    if int(words[0]) != 0 or int(words[1]) != MAGIC:
-        return None
+    h, words = found
     version, degree = int(words[2]) >> 16, int(words[2]) & 0xFFFF
     g_items, m = int(words[3]), int(words[4])
     if version not in (1, VERSION) or (version == 2 and layout.size < 4 * HEADER_WORDS):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from backbeat.ann import graph as G
+from backbeat.ann import regions
 from backbeat.ann.errors import AnnStateError
 
 
@@ -70,16 +71,14 @@ def add_graph(
     finally:  # region takes their place (it carries codes of its own)
         index.unload()
     if coded is not None:
-        s = layout.size
-        raw = np.concatenate([raw[: coded[0] * s], raw[(coded[0] + coded[1] + 1) * s:]])
+        raw = regions.drop(raw, layout.size, *coded)
     if found is not None:
         start, records, degree = found
         if progress:
             progress("graph: version 1 region rewritten as version 2 (same edges, codes added)")
         _, ids, _, _ = G.lists(raw, layout, start, records, degree, n_items, f)
         adj = ids.reshape(n_items, degree)  # version 1: the matrix itself, -1 after the last edge
-        s = layout.size
-        raw = np.concatenate([raw[: start * s], raw[(start + records + 1) * s:]])
+        raw = regions.drop(raw, layout.size, start, records)
         codes = G.codes_of(x, present, layout.metric)
     else:
         if progress:
