@@ -45,6 +45,17 @@ def in_threads(work: Callable[[], Any], n: int = 4) -> list[Any]:
     return results
 
 
+def assert_batched_is_single(index: Any, q: np.ndarray, k: int, search_k: int, rtol: float,
+                             atol: float = 0.0) -> None:
+    """``index.query`` gives, row by row, the ids of ``get_nns_by_vector`` and its distances
+    (within ``rtol``/``atol``)."""
+    ids, dist = index.query(q, k, search_k=search_k)
+    for row, v in enumerate(q):
+        got, d = index.get_nns_by_vector(v, k, search_k=search_k, include_distances=True)
+        assert ids[row].tolist() == got
+        np.testing.assert_allclose(dist[row], d, rtol=rtol, atol=atol)
+
+
 def brute(metric: str, x: np.ndarray, present: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     ids = np.flatnonzero(present)
     xs = x[ids]

@@ -15,7 +15,7 @@ from backbeat.ann.convert import convert_dot_layout
 from backbeat.ann.errors import AnnFormatError, AnnStateError
 from backbeat.ann.upgrade import add_graph
 
-from .conftest import brute, vectors
+from .conftest import assert_batched_is_single, brute, vectors
 
 N = 5000
 CODE_METRICS = ["angular", "euclidean", "manhattan", "dot"]
@@ -157,12 +157,7 @@ def test_batched_query_matches_single_queries(pair):
     metric, coded, cpath, _, _, _ = pair
     fast = AnnIndex(coded.f, metric)
     fast.load(cpath)
-    qs = vectors(metric, 30, seed=12)
-    ids, dist = fast.query(qs, 10, search_k=3000)
-    for r, q in enumerate(qs):
-        got, d = fast.get_nns_by_vector(q, 10, search_k=3000, include_distances=True)
-        assert ids[r].tolist() == got
-        np.testing.assert_allclose(dist[r], d, rtol=1e-6)
+    assert_batched_is_single(fast, vectors(metric, 30, seed=12), 10, 3000, rtol=1e-6)
 
 
 def test_odd_dimension_and_holes(tmp_path):

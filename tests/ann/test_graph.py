@@ -12,7 +12,7 @@ from backbeat.ann import graph as G
 from backbeat.ann.build import leaf_orders
 from backbeat.ann.errors import AnnFormatError, AnnStateError
 
-from .conftest import brute, in_threads, vectors, write_version_1
+from .conftest import assert_batched_is_single, brute, in_threads, vectors, write_version_1
 
 N = 4000
 GRAPH_METRICS = ["angular", "euclidean", "manhattan", "dot"]
@@ -114,12 +114,7 @@ def test_distances_and_batches_agree_with_single_queries(pair):
     metric, with_graph, gpath, _, _ = pair
     index = AnnIndex(with_graph.f, metric)
     index.load(gpath)
-    q = vectors(metric, 30, seed=9)
-    ids, dist = index.query(q, 5, search_k=800)
-    for row, v in enumerate(q):
-        one, d = index.get_nns_by_vector(v, 5, search_k=800, include_distances=True)
-        assert ids[row].tolist() == one
-        assert np.allclose(dist[row], d, rtol=1e-5, atol=1e-5)
+    assert_batched_is_single(index, vectors(metric, 30, seed=9), 5, 800, rtol=1e-5, atol=1e-5)
     item = 123
     got, d = index.get_nns_by_item(item, 5, include_distances=True, search_k=800)
     if metric != "dot":  # by inner product an item is not always its own best match
